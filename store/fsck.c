@@ -1,1 +1,274 @@
-/* placeholder */
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* fsck: verifies the whole store. It holds the store lock exclusively, so no import is running and
+ * every file of tmp/ is a leftover of an interrupted write. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+
+#include "store.h"
+#include "util.h"
+
+typedef struct Fsck {
+        NanoStore *store;
+        bool repair;
+        void (*cb)(const NanoProblem *p, void *userdata);
+        void *userdata;
+        NanoFsckResult res;
+        DigestSet good_manifests, good_objects, bad_objects;
+        EVP_MD_CTX *sha;
+        uint8_t *chunk;
+        int error;
+        NanoError *err;
+} Fsck;
+
+static void report(Fsck *f, NanoProblemKind kind, const char *file, const char *release, const char *path,
+                   const char *detail, bool repaired)
+{
+        NanoProblem p = { kind, file, release, path, detail, repaired };
+
+        f->res.problems++;
+        if (repaired)
+                f->res.repaired++;
+        if (f->cb)
+                f->cb(&p, f->userdata);
+}
+
+static bool remove_bad(Fsck *f, int dirfd, const char *file)
+{
+        return f->repair && unlinkat(dirfd, file, 0) == 0;
+}
+
+static int check_manifest(const uint8_t *digest, int dirfd, const char *dir, const char *file, void *userdata)
+{
+        Fsck *f = userdata;
+        _cleanup_free_ char *data = NULL;
+        NanoManifest *m = NULL;
+        char where[128];
+        uint8_t got[32];
+        size_t size;
+        int r;
+
+        snprintf(where, sizeof where, "manifests/%s/%s", dir, file);
+        if (!digest) {
+                report(f, NANO_PROBLEM_STRAY_FILE, where, NULL, NULL, "not a name the store writes", false);
+                return 0;
+        }
+        f->res.manifests++;
+        r = read_file_at(dirfd, file, NANO_MANIFEST_HEADER_SIZE + (uint64_t)NANO_MANIFEST_ENTRY_SIZE * NANO_MANIFEST_ENTRIES_MAX +
+                                              NANO_MANIFEST_STRINGS_MAX + 8,
+                         &data, &size);
+        if (r < 0) {
+                report(f, NANO_PROBLEM_CORRUPT_MANIFEST, where, NULL, NULL, r == -EFBIG ? "too large" : "unreadable",
+                       remove_bad(f, dirfd, file));
+                return 0;
+        }
+        nano_sha256(data, size, got);
+        if (memcmp(got, digest, 32) != 0) {
+                report(f, NANO_PROBLEM_CORRUPT_MANIFEST, where, NULL, NULL, "content does not match its sha256",
+                       remove_bad(f, dirfd, file));
+                return 0;
+        }
+        r = nano_manifest_parse(data, size, &m);
+        if (r < 0) {
+                report(f, NANO_PROBLEM_CORRUPT_MANIFEST, where, NULL, NULL, "not a valid manifest",
+                       remove_bad(f, dirfd, file));
+                return 0;
+        }
+        nano_manifest_free(m);
+        if (digest_set_add(&f->good_manifests, digest) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+/* Decompresses every chunk (each checks its own checksum) and hashes the whole content. */
+static int verify_object(Fsck *f, int dirfd, const char *file, const uint8_t digest[32], const char **ret_detail)
+{
+        _cleanup_(nano_blob_freep) NanoBlob *b = NULL;
+        uint8_t got[32];
+        unsigned n = 32;
+        int fd, r;
+
+        fd = openat(dirfd, file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0) {
+                *ret_detail = "unreadable";
+                return -errno;
+        }
+        r = nano_blob_open_fd(fd, &b);
+        if (r < 0) {
+                safe_close(fd);
+                *ret_detail = r == -EBADMSG ? "malformed container (header, chunk table or trailer)" : "unreadable";
+                return r;
+        }
+        EVP_DigestInit_ex(f->sha, EVP_sha256(), NULL);
+        for (uint64_t i = 0; i < nano_blob_n_chunks(b); i++) {
+                ssize_t len = nano_blob_read_chunk(b, i, f->chunk);
+                if (len < 0) {
+                        *ret_detail = len == -EBADMSG ? "a chunk fails its checksum" : "unreadable";
+                        return (int)len;
+                }
+                EVP_DigestUpdate(f->sha, f->chunk, (size_t)len);
+        }
+        EVP_DigestFinal_ex(f->sha, got, &n);
+        if (memcmp(got, digest, 32) != 0) {
+                *ret_detail = "content does not match its sha256";
+                return -EBADMSG;
+        }
+        f->res.bytes += nano_blob_size(b);
+        return 0;
+}
+
+static int check_object(const uint8_t *digest, int dirfd, const char *dir, const char *file, void *userdata)
+{
+        Fsck *f = userdata;
+        const char *detail = NULL;
+        char where[128];
+        int r;
+
+        snprintf(where, sizeof where, "objects/%s/%s", dir, file);
+        if (!digest) {
+                report(f, NANO_PROBLEM_STRAY_FILE, where, NULL, NULL, "not a name the store writes", false);
+                return 0;
+        }
+        f->res.objects++;
+        r = verify_object(f, dirfd, file, digest, &detail);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0) {
+                report(f, NANO_PROBLEM_CORRUPT_OBJECT, where, NULL, NULL, detail, remove_bad(f, dirfd, file));
+                return digest_set_add(&f->bad_objects, digest) < 0 ? -ENOMEM : 0;
+        }
+        return digest_set_add(&f->good_objects, digest) < 0 ? -ENOMEM : 0;
+}
+
+static void check_release(Fsck *f, const char *name, const char *version, int dirfd, const char *file)
+{
+        _cleanup_(nano_manifest_freep) NanoManifest *m = NULL;
+        char release[2 * NANO_NAME_MAX + 2], where[2 * NANO_NAME_MAX + 8];
+        char path[NANO_PATH_MAX + 1], idbuf[NANO_ID_STRING_SIZE];
+        uint8_t id[32];
+        int r;
+
+        snprintf(release, sizeof release, "%s@%s", name, version);
+        snprintf(where, sizeof where, "refs/%s/%s", name, version);
+        f->res.refs++;
+        r = nano_ref_read(f->store, name, version, id);
+        if (r < 0) {
+                report(f, NANO_PROBLEM_BAD_REF, where, release, NULL, "malformed ref", remove_bad(f, dirfd, file));
+                return;
+        }
+        if (!digest_set_contains(&f->good_manifests, id)) {
+                char detail[128];
+                snprintf(detail, sizeof detail, "manifest %s is missing or corrupt", nano_id_format(id, idbuf));
+                report(f, NANO_PROBLEM_MISSING_MANIFEST, where, release, NULL, detail, false);
+                return;
+        }
+        if (nano_store_open_manifest(f->store, id, &m) < 0) {
+                report(f, NANO_PROBLEM_MISSING_MANIFEST, where, release, NULL, "manifest unreadable", false);
+                return;
+        }
+        for (uint32_t i = 0, n = nano_manifest_count(m); i < n; i++) {
+                NanoEntry e;
+                nano_manifest_entry(m, i, &e);
+                if (e.type != NANO_ENTRY_REGULAR || digest_set_contains(&f->good_objects, e.digest))
+                        continue;
+                bool bad = digest_set_contains(&f->bad_objects, e.digest);
+                char file_where[NANO_FANOUT_PATH_SIZE + 8];
+                memcpy(file_where, "objects/", 8);
+                nano_fanout_path(e.digest, file_where + 8);
+                if (nano_manifest_path(m, i, path, sizeof path) < 0)
+                        snprintf(path, sizeof path, "(entry %u)", i);
+                report(f, bad ? NANO_PROBLEM_CORRUPT_OBJECT : NANO_PROBLEM_MISSING_OBJECT, file_where, release, path,
+                       bad ? "its object is corrupt" : "its object is missing", false);
+        }
+}
+
+static int check_refs(Fsck *f)
+{
+        _cleanup_close_ int fd = openat(f->store->refs_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        struct dirent *de;
+        DIR *d;
+
+        if (fd < 0 || !(d = fdopendir(fd)))
+                return -errno;
+        fd = -EBADF;
+        while ((de = readdir(d))) {
+                if (streq(de->d_name, ".") || streq(de->d_name, ".."))
+                        continue;
+                int sfd = openat(f->store->refs_fd, de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+                DIR *sd = sfd >= 0 ? fdopendir(sfd) : NULL;
+                struct dirent *ve;
+                if (!sd || !nano_name_is_valid(de->d_name)) {
+                        char where[NANO_PATH_MAX];
+                        snprintf(where, sizeof where, "refs/%s", de->d_name);
+                        report(f, NANO_PROBLEM_STRAY_FILE, where, NULL, NULL, "not a name the store writes", false);
+                        if (sd)
+                                closedir(sd);
+                        else
+                                safe_close(sfd);
+                        continue;
+                }
+                while ((ve = readdir(sd))) {
+                        if (streq(ve->d_name, ".") || streq(ve->d_name, ".."))
+                                continue;
+                        if (!nano_name_is_valid(ve->d_name)) {
+                                char where[NANO_PATH_MAX];
+                                snprintf(where, sizeof where, "refs/%s/%s", de->d_name, ve->d_name);
+                                report(f, NANO_PROBLEM_STRAY_FILE, where, NULL, NULL, "not a name the store writes",
+                                       false);
+                                continue;
+                        }
+                        check_release(f, de->d_name, ve->d_name, dirfd(sd), ve->d_name);
+                }
+                closedir(sd);
+        }
+        closedir(d);
+        return 0;
+}
+
+int nano_store_fsck(NanoStore *s, bool repair, void (*cb)(const NanoProblem *p, void *userdata), void *userdata,
+                    NanoFsckResult *ret, NanoError *err)
+{
+        Fsck f = { .store = s, .repair = repair, .cb = cb, .userdata = userdata, .err = err };
+        uint64_t tmp_bytes = 0;
+        int r;
+
+        f.sha = EVP_MD_CTX_new();
+        f.chunk = malloc((size_t)1 << NANO_BLOB_CHUNK_SHIFT_MAX);
+        if (!f.sha || !f.chunk) {
+                r = nano_error_set(err, ENOMEM, "out of memory");
+                goto out_free;
+        }
+        r = nano_store_lock(s, LOCK_EX);
+        if (r < 0) {
+                r = nano_error_set(err, r, "cannot lock the store: %m");
+                goto out_free;
+        }
+        r = nano_store_clean_tmp(s, &f.res.temporaries, &tmp_bytes);
+        if (r < 0) {
+                r = nano_error_set(err, r, "cannot clean the store's tmp/: %m");
+                goto out;
+        }
+        r = nano_fanout_foreach(s->manifests_fd, check_manifest, &f);
+        if (r >= 0)
+                r = nano_fanout_foreach(s->objects_fd, check_object, &f);
+        if (r >= 0)
+                r = check_refs(&f);
+        if (r < 0) {
+                r = nano_error_set(err, r, "cannot read the store: %m");
+                goto out;
+        }
+        *ret = f.res;
+        r = (int)MIN(f.res.problems - f.res.repaired, (uint64_t)INT32_MAX);
+out:
+        nano_store_unlock(s);
+out_free:
+        digest_set_done(&f.good_manifests);
+        digest_set_done(&f.good_objects);
+        digest_set_done(&f.bad_objects);
+        EVP_MD_CTX_free(f.sha);
+        free(f.chunk);
+        return r;
+}

@@ -1,1 +1,213 @@
-/* placeholder */
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Garbage collection and space accounting. gc holds the store lock exclusively, so no import is
+ * running: every temporary file is a leftover, and no object is about to be referenced. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+
+#include "store.h"
+#include "util.h"
+
+typedef struct Reachable {
+        DigestSet manifests, objects;
+        uint64_t logical_bytes, unique_bytes, releases;
+} Reachable;
+
+static int mark_release(NanoStore *s, const NanoRelease *rel, Reachable *m, NanoError *err)
+{
+        _cleanup_(nano_manifest_freep) NanoManifest *man = NULL;
+        int r;
+
+        r = nano_store_open_manifest(s, rel->id, &man);
+        if (r < 0)
+                /* A missing or corrupt manifest holds nothing: fsck reports it. */
+                return 0;
+        r = digest_set_add(&m->manifests, rel->id);
+        if (r < 0)
+                return nano_error_set(err, r, "out of memory");
+        m->releases++;
+        for (uint32_t i = 0, n = nano_manifest_count(man); i < n; i++) {
+                NanoEntry e;
+                nano_manifest_entry(man, i, &e);
+                if (e.type != NANO_ENTRY_REGULAR)
+                        continue;
+                m->logical_bytes += e.size;
+                r = digest_set_add(&m->objects, e.digest);
+                if (r < 0)
+                        return nano_error_set(err, r, "out of memory");
+                if (r > 0)
+                        m->unique_bytes += e.size;
+        }
+        return 0;
+}
+
+static int mark(NanoStore *s, Reachable *m, NanoError *err)
+{
+        _cleanup_free_ NanoRelease *list = NULL;
+        size_t n;
+        int r;
+
+        r = nano_store_list(s, &list, &n, err);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++) {
+                r = mark_release(s, &list[i], m, err);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static void reachable_done(Reachable *m)
+{
+        digest_set_done(&m->manifests);
+        digest_set_done(&m->objects);
+}
+
+struct sweep {
+        const DigestSet *keep;
+        uint64_t files, bytes;
+        int error;
+};
+
+static int sweep_one(const uint8_t *digest, int dirfd, const char *dir, const char *file, void *userdata)
+{
+        struct sweep *sw = userdata;
+        struct stat st;
+
+        if (digest && digest_set_contains(sw->keep, digest))
+                return 0;
+        if (!digest)
+                /* Not a name the store writes: leave it to the user (fsck reports it). */
+                return 0;
+        if (fstatat(dirfd, file, &st, AT_SYMLINK_NOFOLLOW) < 0 || unlinkat(dirfd, file, 0) < 0) {
+                if (errno != ENOENT && sw->error == 0)
+                        sw->error = -errno;
+                return 0;
+        }
+        sw->files++;
+        sw->bytes += (uint64_t)st.st_size;
+        (void)dir;
+        return 0;
+}
+
+int nano_store_clean_tmp(NanoStore *s, uint64_t *ret_files, uint64_t *ret_bytes)
+{
+        _cleanup_close_ int fd = openat(s->tmp_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        struct dirent *de;
+        DIR *d;
+
+        if (fd < 0 || !(d = fdopendir(fd)))
+                return -errno;
+        fd = -EBADF;
+        while ((de = readdir(d))) {
+                struct stat st;
+                if (streq(de->d_name, ".") || streq(de->d_name, ".."))
+                        continue;
+                if (fstatat(s->tmp_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+                    unlinkat(s->tmp_fd, de->d_name, 0) == 0) {
+                        (*ret_files)++;
+                        *ret_bytes += (uint64_t)st.st_size;
+                }
+        }
+        closedir(d);
+        return 0;
+}
+
+int nano_store_gc(NanoStore *s, NanoGcResult *ret, NanoError *err)
+{
+        Reachable m = { 0 };
+        NanoGcResult res = { 0 };
+        struct sweep sw;
+        int r;
+
+        r = nano_store_lock(s, LOCK_EX);
+        if (r < 0)
+                return nano_error_set(err, r, "cannot lock the store: %m");
+        r = mark(s, &m, err);
+        if (r < 0)
+                goto out;
+
+        sw = (struct sweep){ .keep = &m.objects };
+        r = nano_fanout_foreach(s->objects_fd, sweep_one, &sw);
+        if (r >= 0)
+                r = sw.error;
+        if (r < 0) {
+                r = nano_error_set(err, r, "cannot remove unused objects: %m");
+                goto out;
+        }
+        res.objects = sw.files;
+        res.bytes = sw.bytes;
+
+        sw = (struct sweep){ .keep = &m.manifests };
+        r = nano_fanout_foreach(s->manifests_fd, sweep_one, &sw);
+        if (r >= 0)
+                r = sw.error;
+        if (r < 0) {
+                r = nano_error_set(err, r, "cannot remove unused manifests: %m");
+                goto out;
+        }
+        res.manifests = sw.files;
+        res.bytes += sw.bytes;
+
+        r = nano_store_clean_tmp(s, &res.temporaries, &res.bytes);
+        if (r < 0) {
+                r = nano_error_set(err, r, "cannot clean the store's tmp/: %m");
+                goto out;
+        }
+        *ret = res;
+        r = 0;
+out:
+        nano_store_unlock(s);
+        reachable_done(&m);
+        return r;
+}
+
+struct count {
+        uint64_t files, bytes, blocks;
+};
+
+static int count_one(const uint8_t *digest, int dirfd, const char *dir, const char *file, void *userdata)
+{
+        struct count *c = userdata;
+        struct stat st;
+
+        (void)digest;
+        (void)dir;
+        if (fstatat(dirfd, file, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode)) {
+                c->files++;
+                c->bytes += (uint64_t)st.st_size;
+                c->blocks += (uint64_t)st.st_blocks * 512;
+        }
+        return 0;
+}
+
+int nano_store_du(NanoStore *s, NanoDuResult *ret, NanoError *err)
+{
+        Reachable m = { 0 };
+        struct count objects = { 0 }, manifests = { 0 };
+        int r;
+
+        r = mark(s, &m, err);
+        if (r >= 0)
+                r = nano_fanout_foreach(s->objects_fd, count_one, &objects);
+        if (r >= 0)
+                r = nano_fanout_foreach(s->manifests_fd, count_one, &manifests);
+        if (r < 0) {
+                reachable_done(&m);
+                return err && err->error ? -err->error : nano_error_set(err, r, "cannot read the store: %m");
+        }
+        *ret = (NanoDuResult){
+                .releases = m.releases,
+                .logical_bytes = m.logical_bytes,
+                .unique_bytes = m.unique_bytes,
+                .stored_bytes = objects.bytes + manifests.bytes,
+                .disk_bytes = objects.blocks + manifests.blocks,
+                .objects = objects.files,
+                .manifests = manifests.files,
+        };
+        reachable_done(&m);
+        return 0;
+}

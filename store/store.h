@@ -1,0 +1,75 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* The store's internals, shared by its files (import, gc, fsck, checkout). Not public. */
+
+#include <sys/stat.h>
+
+#include "blob.h"
+#include "error.h"
+#include "macros.h"
+#include "manifest.h"
+#include "nano.h"
+
+struct NanoStore {
+        unsigned n_ref;
+        char *home;
+        int store_fd;     /* $NANO_HOME/store */
+        int objects_fd;   /* store/objects */
+        int manifests_fd; /* store/manifests */
+        int refs_fd;      /* store/refs */
+        int tmp_fd;       /* store/tmp */
+        int lock_fd;      /* store/lock */
+};
+
+/* "ab/cdef…" for a digest: the fan-out path under objects/ or manifests/ (68 bytes with NUL). */
+#define NANO_FANOUT_PATH_SIZE 66
+void nano_fanout_path(const uint8_t digest[32], char buf[NANO_FANOUT_PATH_SIZE]);
+/* Parses a fan-out directory name and file name back into a digest; -EINVAL if they are not one. */
+int nano_fanout_parse(const char *dir, const char *file, uint8_t ret[32]);
+
+/* Removes every file of tmp/, adding to the counters: only with the store lock held exclusively. */
+int nano_store_clean_tmp(NanoStore *s, uint64_t *ret_files, uint64_t *ret_bytes);
+
+/* Store-wide lock: LOCK_SH for writers, LOCK_EX for gc and fsck. Blocks. */
+int nano_store_lock(NanoStore *s, int operation);
+void nano_store_unlock(NanoStore *s);
+
+/* A new temporary file in tmp/ (O_RDWR, mode 0444 once finished); name gets its name. */
+int nano_store_tmpfile(NanoStore *s, char name[64]);
+/* Moves tmp/<name> to dirfd/<path> without replacing; 1 if it landed, 0 if the target existed (the
+ * temporary file is then removed), -errno on failure (the temporary file is removed too). Creates
+ * the fan-out directory when needed. */
+int nano_store_publish(NanoStore *s, const char *name, int dirfd, const char *path);
+
+/* True when an object with that digest is present (and not an empty leftover). */
+bool nano_store_has_object(NanoStore *s, const uint8_t digest[32]);
+
+/* Refs. */
+int nano_release_parse(const char *release, char name[NANO_RELEASE_NAME_MAX + 1],
+                       char version[NANO_RELEASE_NAME_MAX + 1]);
+/* Reads refs/name/version: 0 and the id, -ENOENT, or -EBADMSG for a malformed ref. */
+int nano_ref_read(NanoStore *s, const char *name, const char *version, uint8_t ret[32]);
+/* Writes the ref atomically, after syncing the store. 1 if written, 0 if it already named id,
+ * -EEXIST if it names another id. */
+int nano_ref_write(NanoStore *s, const char *name, const char *version, const uint8_t id[32]);
+
+/* A set of digests (open addressing; grows). */
+typedef struct DigestSet {
+        uint8_t (*slots)[32];
+        uint8_t *used;
+        size_t n, cap;
+} DigestSet;
+/* 1 if added, 0 if it was there, -ENOMEM. */
+int digest_set_add(DigestSet *s, const uint8_t d[32]);
+bool digest_set_contains(const DigestSet *s, const uint8_t d[32]);
+void digest_set_done(DigestSet *s);
+
+/* Iterates over the files of a fan-out tree (objects/ or manifests/): calls cb with the digest
+ * (or NULL for a stray name), the fan-out dir fd and the file name. Stops on a negative return. */
+int nano_fanout_foreach(int dirfd, int (*cb)(const uint8_t *digest, int subdir_fd, const char *dir,
+                                              const char *file, void *userdata),
+                        void *userdata);
+
+/* Sha256 of a buffer. */
+void nano_sha256(const void *data, size_t len, uint8_t ret[32]);
