@@ -1,1 +1,582 @@
-/* placeholder */
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <pthread.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <xxhash.h>
+#include <zstd.h>
+#include <zstd_errors.h>
+
+#include "blob.h"
+#include "macros.h"
+#include "util.h"
+
+/* Layout (doc/formats.md): header, frames back to back, table of u64 frame end offsets, trailer. */
+#define TRAILER_OFF_SIZE         0
+#define TRAILER_OFF_CHUNK_SHIFT  8
+#define TRAILER_OFF_N_CHUNKS     12
+#define TRAILER_OFF_TABLE_XXH3   16
+#define TRAILER_OFF_TRAILER_XXH3 24
+#define TRAILER_OFF_MAGIC        32
+
+/* Frame_Header_Descriptor bit telling that the frame ends with an XXH64 of its content (RFC 8878). */
+#define ZSTD_FHD_CHECKSUM_FLAG 0x04u
+
+struct NanoChunkCompressor {
+        ZSTD_CCtx *cctx;
+        uint8_t *buf;
+        size_t buf_size;
+};
+
+struct NanoBlobWriter {
+        int fd;
+        unsigned chunk_shift;
+        uint64_t offset; /* where the next frame goes */
+        uint64_t usize;  /* uncompressed bytes so far */
+        uint64_t *ends;  /* end offset of each frame written */
+        size_t n_ends, n_allocated;
+        bool partial; /* the last chunk was short: nothing may follow it */
+        bool finished;
+};
+
+struct NanoBlob {
+        int fd;
+        unsigned chunk_shift;
+        uint64_t size;
+        uint64_t n_chunks;
+        uint64_t stored_size;
+        uint64_t *ends;
+        uint64_t id; /* unique per open, keys the thread-local chunk cache */
+};
+
+/* Per-thread decompression state. One DCtx per thread keeps reads lock-free without creating a
+ * context (hundreds of KiB of tables) per call. The last chunk decompressed into `chunk` for a
+ * partial read stays cached, so that sequential small reads (FUSE asks for 4-128 KiB at a time)
+ * decompress each chunk once instead of once per read. */
+typedef struct ThreadState {
+        ZSTD_DCtx *dctx;
+        uint8_t *frame;
+        size_t frame_allocated;
+        uint8_t *chunk;
+        size_t chunk_allocated;
+        uint64_t cached_blob_id; /* 0: nothing cached */
+        uint64_t cached_idx;
+} ThreadState;
+
+static pthread_once_t thread_key_once = PTHREAD_ONCE_INIT;
+static pthread_key_t thread_key;
+static int thread_key_error;
+/* The key exists only to run the destructor at thread exit; the pointer itself is read from static
+ * TLS, which is cheaper than pthread_getspecific() and visible to leak checkers. */
+static __thread ThreadState *thread_state;
+
+static uint64_t blob_id_counter;
+
+static void thread_state_free(void *p)
+{
+        ThreadState *t = p;
+
+        if (!t)
+                return;
+        if (thread_state == t)
+                thread_state = NULL;
+        ZSTD_freeDCtx(t->dctx);
+        free(t->frame);
+        free(t->chunk);
+        free(t);
+}
+
+static void thread_key_init(void)
+{
+        thread_key_error = -pthread_key_create(&thread_key, thread_state_free);
+}
+
+static int get_thread_state(ThreadState **ret)
+{
+        ThreadState *t;
+        int r;
+
+        if (_likely_(thread_state)) {
+                *ret = thread_state;
+                return 0;
+        }
+
+        r = pthread_once(&thread_key_once, thread_key_init);
+        if (r != 0)
+                return -r;
+        if (thread_key_error < 0)
+                return thread_key_error;
+
+        t = calloc(1, sizeof(ThreadState));
+        if (!t)
+                return -ENOMEM;
+        t->dctx = ZSTD_createDCtx();
+        if (!t->dctx) {
+                free(t);
+                return -ENOMEM;
+        }
+        r = pthread_setspecific(thread_key, t);
+        if (r != 0) {
+                thread_state_free(t);
+                return -r;
+        }
+
+        *ret = thread_state = t;
+        return 0;
+}
+
+/* Grows a scratch buffer whose old contents do not matter, so free + malloc rather than realloc. */
+static int buffer_reserve(uint8_t **buf, size_t *allocated, size_t need)
+{
+        uint8_t *p;
+
+        if (*allocated >= need)
+                return 0;
+
+        p = malloc(need);
+        if (!p)
+                return -ENOMEM;
+        free(*buf);
+        *buf = p;
+        *allocated = need;
+        return 0;
+}
+
+/* True if [frame, frame + size) is exactly one zstd frame that declares `usize` content bytes and
+ * carries a content checksum. Without the checksum flag test a crafted frame would decompress
+ * unverified; without the single-frame test, trailing (or skippable) frames could ride along. */
+static bool frame_valid(const void *frame, size_t size, size_t usize)
+{
+        const uint8_t *p = frame;
+
+        if (size < 5 || le32_read(p) != ZSTD_MAGICNUMBER || !(p[4] & ZSTD_FHD_CHECKSUM_FLAG))
+                return false;
+        if (ZSTD_getFrameContentSize(frame, size) != (unsigned long long)usize)
+                return false;
+        return ZSTD_findFrameCompressedSize(frame, size) == size;
+}
+
+static size_t frame_size_max(unsigned chunk_shift)
+{
+        return ZSTD_compressBound((size_t)1 << chunk_shift);
+}
+
+int nano_chunk_compressor_new(int level, NanoChunkCompressor **ret)
+{
+        NanoChunkCompressor *c;
+
+        if (level < ZSTD_minCLevel() || level > ZSTD_maxCLevel())
+                return -EINVAL;
+
+        c = calloc(1, sizeof(NanoChunkCompressor));
+        if (!c)
+                return -ENOMEM;
+        c->cctx = ZSTD_createCCtx();
+        if (!c->cctx) {
+                free(c);
+                return -ENOMEM;
+        }
+        if (ZSTD_isError(ZSTD_CCtx_setParameter(c->cctx, ZSTD_c_compressionLevel, level)) ||
+            ZSTD_isError(ZSTD_CCtx_setParameter(c->cctx, ZSTD_c_checksumFlag, 1)) ||
+            ZSTD_isError(ZSTD_CCtx_setParameter(c->cctx, ZSTD_c_contentSizeFlag, 1))) {
+                nano_chunk_compressor_free(c);
+                return -EINVAL;
+        }
+
+        *ret = c;
+        return 0;
+}
+
+NanoChunkCompressor *nano_chunk_compressor_free(NanoChunkCompressor *c)
+{
+        if (!c)
+                return NULL;
+        ZSTD_freeCCtx(c->cctx);
+        free(c->buf);
+        free(c);
+        return NULL;
+}
+
+int nano_chunk_compress(NanoChunkCompressor *c, const void *data, size_t len, const void **ret_frame,
+                        size_t *ret_frame_size)
+{
+        size_t bound, n;
+        int r;
+
+        if (!c || (!data && len > 0) || len > (size_t)1 << NANO_BLOB_CHUNK_SHIFT_MAX)
+                return -EINVAL;
+
+        bound = ZSTD_compressBound(len);
+        r = buffer_reserve(&c->buf, &c->buf_size, bound);
+        if (r < 0)
+                return r;
+
+        n = ZSTD_compress2(c->cctx, c->buf, bound, data ?: "", len);
+        if (ZSTD_isError(n))
+                return ZSTD_getErrorCode(n) == ZSTD_error_memory_allocation ? -ENOMEM : -EIO;
+
+        *ret_frame = c->buf;
+        *ret_frame_size = n;
+        return 0;
+}
+
+int nano_blob_writer_new(int fd, unsigned chunk_shift, NanoBlobWriter **ret)
+{
+        _cleanup_free_ NanoBlobWriter *w = NULL;
+        int r;
+
+        if (fd < 0)
+                return -EBADF;
+        if (chunk_shift < NANO_BLOB_CHUNK_SHIFT_MIN || chunk_shift > NANO_BLOB_CHUNK_SHIFT_MAX)
+                return -EINVAL;
+
+        w = calloc(1, sizeof(NanoBlobWriter));
+        if (!w)
+                return -ENOMEM;
+        *w = (NanoBlobWriter){
+                .fd = fd,
+                .chunk_shift = chunk_shift,
+                .offset = NANO_BLOB_HEADER_SIZE,
+        };
+
+        r = pwrite_all(fd, NANO_BLOB_MAGIC, NANO_BLOB_HEADER_SIZE, 0);
+        if (r < 0)
+                return r;
+
+        *ret = TAKE_PTR(w);
+        return 0;
+}
+
+NanoBlobWriter *nano_blob_writer_free(NanoBlobWriter *w)
+{
+        if (!w)
+                return NULL;
+        free(w->ends);
+        free(w);
+        return NULL;
+}
+
+int nano_blob_writer_add_frame(NanoBlobWriter *w, const void *frame, size_t frame_size, size_t usize)
+{
+        size_t chunk;
+        int r;
+
+        if (!w || !frame || w->finished)
+                return -EINVAL;
+
+        chunk = (size_t)1 << w->chunk_shift;
+        /* Readers locate a byte by offset >> chunk_shift, so only the very last chunk may be short. */
+        if (w->partial || usize == 0 || usize > chunk)
+                return -EINVAL;
+        /* Refuse what a reader would refuse, rather than write a container nobody can open. */
+        if (frame_size == 0 || frame_size > frame_size_max(w->chunk_shift) ||
+            !frame_valid(frame, frame_size, usize))
+                return -EINVAL;
+        if (w->n_ends >= UINT32_MAX || w->usize + usize > NANO_BLOB_SIZE_MAX)
+                return -EFBIG;
+
+        if (w->n_ends >= w->n_allocated) {
+                size_t n = MAX(w->n_allocated * 2, (size_t)64);
+                uint64_t *p = reallocarray(w->ends, n, sizeof(uint64_t));
+                if (!p)
+                        return -ENOMEM;
+                w->ends = p;
+                w->n_allocated = n;
+        }
+
+        r = pwrite_all(w->fd, frame, frame_size, (off_t)w->offset);
+        if (r < 0)
+                return r;
+
+        w->offset += frame_size;
+        w->usize += usize;
+        w->ends[w->n_ends++] = w->offset;
+        w->partial = usize < chunk;
+        return 0;
+}
+
+int nano_blob_writer_add_chunk(NanoBlobWriter *w, NanoChunkCompressor *c, const void *data, size_t len)
+{
+        const void *frame;
+        size_t frame_size;
+        int r;
+
+        if (!w || !c)
+                return -EINVAL;
+        /* Check before spending time compressing. */
+        if (w->finished || w->partial || len == 0 || len > (size_t)1 << w->chunk_shift)
+                return -EINVAL;
+
+        r = nano_chunk_compress(c, data, len, &frame, &frame_size);
+        if (r < 0)
+                return r;
+        return nano_blob_writer_add_frame(w, frame, frame_size, len);
+}
+
+int64_t nano_blob_writer_finish(NanoBlobWriter *w)
+{
+        _cleanup_free_ uint8_t *buf = NULL;
+        size_t table_size, total;
+        uint8_t *trailer;
+        int r;
+
+        if (!w || w->finished)
+                return -EINVAL;
+
+        /* n_ends < 2^32 (checked on add), so this cannot overflow on 64-bit. */
+        table_size = w->n_ends * sizeof(uint64_t);
+        total = table_size + NANO_BLOB_TRAILER_SIZE;
+        buf = malloc(total);
+        if (!buf)
+                return -ENOMEM;
+
+        for (size_t i = 0; i < w->n_ends; i++)
+                le64_write(buf + i * sizeof(uint64_t), w->ends[i]);
+
+        trailer = buf + table_size;
+        le64_write(trailer + TRAILER_OFF_SIZE, w->usize);
+        le32_write(trailer + TRAILER_OFF_CHUNK_SHIFT, w->chunk_shift);
+        le32_write(trailer + TRAILER_OFF_N_CHUNKS, (uint32_t)w->n_ends);
+        le64_write(trailer + TRAILER_OFF_TABLE_XXH3, XXH3_64bits(buf, table_size));
+        le64_write(trailer + TRAILER_OFF_TRAILER_XXH3, XXH3_64bits(trailer, TRAILER_OFF_TRAILER_XXH3));
+        memcpy(trailer + TRAILER_OFF_MAGIC, NANO_BLOB_END_MAGIC, 8);
+
+        r = pwrite_all(w->fd, buf, total, (off_t)w->offset);
+        if (r < 0)
+                return r;
+
+        w->finished = true;
+        return (int64_t)(w->offset + total);
+}
+
+uint64_t nano_blob_writer_size(const NanoBlobWriter *w)
+{
+        return w ? w->usize : 0;
+}
+
+int nano_blob_open_fd(int fd, NanoBlob **ret)
+{
+        _cleanup_free_ uint64_t *ends = NULL;
+        uint8_t header[NANO_BLOB_HEADER_SIZE], trailer[NANO_BLOB_TRAILER_SIZE];
+        uint64_t file_size, size, n_chunks, table_off, prev, max_frame;
+        unsigned chunk_shift;
+        size_t table_size;
+        struct stat st;
+        NanoBlob *b;
+        ssize_t n;
+
+        if (fd < 0)
+                return -EBADF;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode))
+                return S_ISDIR(st.st_mode) ? -EISDIR : -EBADFD;
+        if (st.st_size < (off_t)NANO_BLOB_MIN_SIZE)
+                return -EBADMSG;
+        file_size = (uint64_t)st.st_size;
+
+        n = pread_full(fd, header, sizeof(header), 0);
+        if (n < 0)
+                return (int)n;
+        if ((size_t)n != sizeof(header) || memcmp(header, NANO_BLOB_MAGIC, NANO_BLOB_HEADER_SIZE) != 0)
+                return -EBADMSG;
+
+        n = pread_full(fd, trailer, sizeof(trailer), (off_t)(file_size - NANO_BLOB_TRAILER_SIZE));
+        if (n < 0)
+                return (int)n;
+        if ((size_t)n != sizeof(trailer) ||
+            memcmp(trailer + TRAILER_OFF_MAGIC, NANO_BLOB_END_MAGIC, 8) != 0 ||
+            le64_read(trailer + TRAILER_OFF_TRAILER_XXH3) != XXH3_64bits(trailer, TRAILER_OFF_TRAILER_XXH3))
+                return -EBADMSG;
+
+        size = le64_read(trailer + TRAILER_OFF_SIZE);
+        chunk_shift = le32_read(trailer + TRAILER_OFF_CHUNK_SHIFT);
+        n_chunks = le32_read(trailer + TRAILER_OFF_N_CHUNKS);
+        if (chunk_shift < NANO_BLOB_CHUNK_SHIFT_MIN || chunk_shift > NANO_BLOB_CHUNK_SHIFT_MAX ||
+            size > NANO_BLOB_SIZE_MAX || n_chunks != DIV_ROUND_UP(size, UINT64_C(1) << chunk_shift))
+                return -EBADMSG;
+
+        /* The table must fit between the header and the trailer: this bounds the allocation below by
+         * the file size, whatever n_chunks claims. */
+        if (n_chunks > (file_size - NANO_BLOB_MIN_SIZE) / sizeof(uint64_t))
+                return -EBADMSG;
+        table_size = (size_t)n_chunks * sizeof(uint64_t);
+        table_off = file_size - NANO_BLOB_TRAILER_SIZE - table_size;
+
+        ends = malloc(MAX(table_size, (size_t)1));
+        if (!ends)
+                return -ENOMEM;
+
+        n = pread_full(fd, ends, table_size, (off_t)table_off);
+        if (n < 0)
+                return (int)n;
+        if ((size_t)n != table_size ||
+            le64_read(trailer + TRAILER_OFF_TABLE_XXH3) != XXH3_64bits(ends, table_size))
+                return -EBADMSG;
+
+        /* Converted in place from little endian. */
+        prev = NANO_BLOB_HEADER_SIZE;
+        max_frame = frame_size_max(chunk_shift);
+        for (size_t i = 0; i < n_chunks; i++) {
+                uint64_t end = le64_read(ends + i);
+
+                if (end <= prev || end - prev > max_frame)
+                        return -EBADMSG;
+                ends[i] = prev = end;
+        }
+        if (prev != table_off)
+                return -EBADMSG;
+
+        b = calloc(1, sizeof(NanoBlob));
+        if (!b)
+                return -ENOMEM;
+        *b = (NanoBlob){
+                .fd = fd,
+                .chunk_shift = chunk_shift,
+                .size = size,
+                .n_chunks = n_chunks,
+                .stored_size = file_size,
+                .ends = TAKE_PTR(ends),
+                .id = __atomic_add_fetch(&blob_id_counter, 1, __ATOMIC_RELAXED),
+        };
+
+        *ret = b;
+        return 0;
+}
+
+NanoBlob *nano_blob_free(NanoBlob *b)
+{
+        if (!b)
+                return NULL;
+        safe_close(b->fd);
+        free(b->ends);
+        free(b);
+        return NULL;
+}
+
+uint64_t nano_blob_size(const NanoBlob *b)
+{
+        return b->size;
+}
+
+unsigned nano_blob_chunk_shift(const NanoBlob *b)
+{
+        return b->chunk_shift;
+}
+
+uint64_t nano_blob_n_chunks(const NanoBlob *b)
+{
+        return b->n_chunks;
+}
+
+uint64_t nano_blob_stored_size(const NanoBlob *b)
+{
+        return b->stored_size;
+}
+
+static size_t chunk_length(const NanoBlob *b, uint64_t idx)
+{
+        if (idx + 1 < b->n_chunks)
+                return (size_t)1 << b->chunk_shift;
+        return (size_t)(b->size - (idx << b->chunk_shift));
+}
+
+/* Decompresses chunk idx (< n_chunks) into dst, which holds exactly the chunk's length. */
+static int decompress_chunk(NanoBlob *b, ThreadState *t, uint64_t idx, void *dst)
+{
+        uint64_t start = idx > 0 ? b->ends[idx - 1] : NANO_BLOB_HEADER_SIZE;
+        size_t frame_size = (size_t)(b->ends[idx] - start), len = chunk_length(b, idx), n;
+        ssize_t k;
+        int r;
+
+        r = buffer_reserve(&t->frame, &t->frame_allocated, frame_size);
+        if (r < 0)
+                return r;
+
+        k = pread_full(b->fd, t->frame, frame_size, (off_t)start);
+        if (k < 0)
+                return (int)k;
+        if ((size_t)k != frame_size) /* truncated after open */
+                return -EBADMSG;
+
+        if (!frame_valid(t->frame, frame_size, len))
+                return -EBADMSG;
+
+        /* Verifies the frame's XXH64 content checksum; dst's capacity is exactly the chunk length, so
+         * a frame that lies about its size fails instead of writing past it. */
+        n = ZSTD_decompressDCtx(t->dctx, dst, len, t->frame, frame_size);
+        if (ZSTD_isError(n))
+                return ZSTD_getErrorCode(n) == ZSTD_error_memory_allocation ? -ENOMEM : -EBADMSG;
+        if (n != len)
+                return -EBADMSG;
+        return 0;
+}
+
+ssize_t nano_blob_read_chunk(NanoBlob *b, uint64_t idx, void *buf)
+{
+        ThreadState *t;
+        int r;
+
+        if (!b || !buf || idx >= b->n_chunks)
+                return -EINVAL;
+
+        r = get_thread_state(&t);
+        if (r < 0)
+                return r;
+
+        r = decompress_chunk(b, t, idx, buf);
+        if (r < 0)
+                return r;
+        return (ssize_t)chunk_length(b, idx);
+}
+
+ssize_t nano_blob_pread(NanoBlob *b, void *buf, size_t len, uint64_t off)
+{
+        uint8_t *p = buf;
+        ThreadState *t;
+        size_t done = 0;
+        int r;
+
+        if (!b || (!buf && len > 0))
+                return -EINVAL;
+        if (off >= b->size || len == 0)
+                return 0;
+        len = (size_t)MIN((uint64_t)MIN(len, (size_t)SSIZE_MAX), b->size - off);
+
+        r = get_thread_state(&t);
+        if (r < 0)
+                return r;
+
+        while (done < len) {
+                uint64_t idx = off >> b->chunk_shift;
+                size_t in_chunk = (size_t)(off & (((uint64_t)1 << b->chunk_shift) - 1));
+                size_t clen = chunk_length(b, idx), n = MIN(clen - in_chunk, len - done);
+
+                if (in_chunk == 0 && n == clen) {
+                        /* The whole chunk is wanted: skip the copy. */
+                        r = decompress_chunk(b, t, idx, p + done);
+                        if (r < 0)
+                                return r;
+                } else {
+                        if (t->cached_blob_id != b->id || t->cached_idx != idx) {
+                                /* Invalid until the decompression below succeeds. Blob ids are never
+                                 * reused, so a freed blob's entry can never match another blob. */
+                                t->cached_blob_id = 0;
+                                r = buffer_reserve(&t->chunk, &t->chunk_allocated,
+                                                   (size_t)1 << b->chunk_shift);
+                                if (r < 0)
+                                        return r;
+                                r = decompress_chunk(b, t, idx, t->chunk);
+                                if (r < 0)
+                                        return r;
+                                t->cached_blob_id = b->id;
+                                t->cached_idx = idx;
+                        }
+                        memcpy(p + done, t->chunk + in_chunk, n);
+                }
+
+                done += n;
+                off += n;
+        }
+
+        return (ssize_t)done;
+}

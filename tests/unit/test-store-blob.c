@@ -1,1 +1,836 @@
-int main(void){return 0;}
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <xxhash.h>
+#include <zstd.h>
+
+#include <cmocka.h>
+
+#include "blob.h"
+#include "macros.h"
+#include "util.h"
+
+/* ---- Helpers. Everything lives in memfds: no root, no files left behind. */
+
+static int new_memfd(void)
+{
+        int fd = memfd_create("test-blob", MFD_CLOEXEC);
+        assert_true(fd >= 0);
+        return fd;
+}
+
+static uint64_t rng_next(uint64_t *s)
+{
+        /* xorshift64*: deterministic, so a failure reproduces. */
+        *s ^= *s >> 12;
+        *s ^= *s << 25;
+        *s ^= *s >> 27;
+        return *s * UINT64_C(2685821657736338717);
+}
+
+/* Random bytes (zstd stores them as raw blocks) or text-like bytes that compress well. */
+static uint8_t *make_data(size_t n, bool compressible, uint64_t seed)
+{
+        static const char words[] = "the quick brown fox jumps over the lazy dog; nano stores blobs. ";
+        uint8_t *p = malloc(n ? n : 1);
+        uint64_t s = seed | 1;
+
+        assert_non_null(p);
+        for (size_t i = 0; i < n; i++) {
+                if (compressible)
+                        p[i] = (uint8_t)(i % 997 == 0 ? rng_next(&s)
+                                                      : (uint64_t)words[i % (sizeof(words) - 1)]);
+                else
+                        p[i] = (uint8_t)rng_next(&s);
+        }
+        return p;
+}
+
+static int64_t write_blob(int fd, unsigned shift, const uint8_t *data, size_t size)
+{
+        _cleanup_(nano_chunk_compressor_freep) NanoChunkCompressor *c = NULL;
+        _cleanup_(nano_blob_writer_freep) NanoBlobWriter *w = NULL;
+        size_t chunk = (size_t)1 << shift;
+        int64_t total;
+
+        assert_int_equal(nano_chunk_compressor_new(NANO_BLOB_LEVEL_DEFAULT, &c), 0);
+        assert_int_equal(nano_blob_writer_new(fd, shift, &w), 0);
+        for (size_t off = 0; off < size; off += chunk) {
+                assert_int_equal(nano_blob_writer_add_chunk(w, c, data + off, MIN(chunk, size - off)), 0);
+                assert_int_equal(nano_blob_writer_size(w), MIN(off + chunk, size));
+        }
+        total = nano_blob_writer_finish(w);
+        assert_true(total >= (int64_t)NANO_BLOB_MIN_SIZE);
+        return total;
+}
+
+/* Opens a blob on a duplicate of fd, so that the test keeps its own fd to corrupt the file. */
+static int open_dup(int fd, NanoBlob **ret)
+{
+        int dfd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        int r;
+
+        assert_true(dfd >= 0);
+        r = nano_blob_open_fd(dfd, ret);
+        if (r < 0)
+                safe_close(dfd);
+        return r;
+}
+
+static uint64_t fd_size(int fd)
+{
+        struct stat st;
+        assert_int_equal(fstat(fd, &st), 0);
+        return (uint64_t)st.st_size;
+}
+
+static uint8_t *read_all(int fd, size_t *ret_size)
+{
+        size_t n = (size_t)fd_size(fd);
+        uint8_t *p = malloc(n ? n : 1);
+
+        assert_non_null(p);
+        assert_int_equal(pread_full(fd, p, n, 0), (ssize_t)n);
+        *ret_size = n;
+        return p;
+}
+
+static int memfd_from(const void *p, size_t n)
+{
+        int fd = new_memfd();
+        assert_int_equal(pwrite_all(fd, p, n, 0), 0);
+        return fd;
+}
+
+static void xor_byte(int fd, uint64_t off, uint8_t mask)
+{
+        uint8_t b;
+        assert_int_equal(pread(fd, &b, 1, (off_t)off), 1);
+        b ^= mask;
+        assert_int_equal(pwrite(fd, &b, 1, (off_t)off), 1);
+}
+
+/* Frame i spans [frame_start(i), table[i]). */
+static uint64_t table_entry(int fd, uint64_t n_chunks, uint64_t i)
+{
+        uint8_t b[8];
+        uint64_t table_off = fd_size(fd) - NANO_BLOB_TRAILER_SIZE - 8 * n_chunks;
+        assert_int_equal(pread(fd, b, 8, (off_t)(table_off + 8 * i)), 8);
+        return le64_read(b);
+}
+
+static uint64_t frame_start(int fd, uint64_t n_chunks, uint64_t i)
+{
+        return i == 0 ? NANO_BLOB_HEADER_SIZE : table_entry(fd, n_chunks, i - 1);
+}
+
+/* Writes a container from parts with correct checksums, so that the reader's semantic checks (not
+ * just the checksums) are what rejects it. */
+static void craft(int fd, uint64_t size, uint32_t shift, uint32_t n_chunks, const uint64_t *table,
+                  size_t n_table, const void *frames, size_t frames_size)
+{
+        uint8_t trailer[NANO_BLOB_TRAILER_SIZE];
+        _cleanup_free_ uint8_t *t = calloc(n_table + 1, 8);
+
+        assert_non_null(t);
+        for (size_t i = 0; i < n_table; i++)
+                le64_write(t + 8 * i, table[i]);
+        le64_write(trailer, size);
+        le32_write(trailer + 8, shift);
+        le32_write(trailer + 12, n_chunks);
+        le64_write(trailer + 16, XXH3_64bits(t, 8 * n_table));
+        le64_write(trailer + 24, XXH3_64bits(trailer, 24));
+        memcpy(trailer + 32, NANO_BLOB_END_MAGIC, 8);
+
+        assert_int_equal(ftruncate(fd, 0), 0);
+        assert_int_equal(pwrite_all(fd, NANO_BLOB_MAGIC, 8, 0), 0);
+        assert_int_equal(pwrite_all(fd, frames, frames_size, 8), 0);
+        assert_int_equal(pwrite_all(fd, t, 8 * n_table, (off_t)(8 + frames_size)), 0);
+        assert_int_equal(pwrite_all(fd, trailer, sizeof(trailer), (off_t)(8 + frames_size + 8 * n_table)),
+                         0);
+}
+
+static void check_contents(NanoBlob *b, const uint8_t *data, size_t size)
+{
+        size_t chunk = (size_t)1 << nano_blob_chunk_shift(b);
+        _cleanup_free_ uint8_t *buf = malloc(size + chunk + 1);
+
+        assert_non_null(buf);
+        assert_int_equal(nano_blob_size(b), size);
+        assert_int_equal(nano_blob_n_chunks(b), DIV_ROUND_UP(size, chunk));
+
+        for (uint64_t i = 0; i < nano_blob_n_chunks(b); i++) {
+                size_t len = MIN(chunk, size - i * chunk);
+                assert_int_equal(nano_blob_read_chunk(b, i, buf), (ssize_t)len);
+                assert_memory_equal(buf, data + i * chunk, len);
+        }
+        assert_int_equal(nano_blob_read_chunk(b, nano_blob_n_chunks(b), buf), -EINVAL);
+
+        memset(buf, 0xaa, size + chunk + 1);
+        assert_int_equal(nano_blob_pread(b, buf, size + chunk + 1, 0), (ssize_t)size);
+        if (size > 0)
+                assert_memory_equal(buf, data, size);
+        assert_int_equal(buf[size], 0xaa);
+}
+
+/* ---- Tests. */
+
+static void test_empty(void **state)
+{
+        _cleanup_(nano_blob_freep) NanoBlob *b = NULL;
+        _cleanup_close_ int fd = new_memfd();
+        _cleanup_free_ uint8_t *raw = NULL;
+        uint8_t buf[16];
+        size_t n;
+
+        assert_int_equal(write_blob(fd, NANO_BLOB_CHUNK_SHIFT_DEFAULT, NULL, 0), 48);
+
+        /* Known answer: the whole 48-byte empty container. */
+        raw = read_all(fd, &n);
+        assert_int_equal(n, 48);
+        assert_memory_equal(raw, "NANOBLB\x01", 8);
+        assert_int_equal(le64_read(raw + 8), 0);
+        assert_int_equal(le32_read(raw + 16), 18);
+        assert_int_equal(le32_read(raw + 20), 0);
+        assert_int_equal(le64_read(raw + 24), UINT64_C(0x2D06800538D394C2)); /* XXH3_64bits("") */
+        assert_int_equal(le64_read(raw + 32), XXH3_64bits(raw + 8, 24));
+        assert_memory_equal(raw + 40, "NANOBEND", 8);
+
+        assert_int_equal(open_dup(fd, &b), 0);
+        assert_int_equal(nano_blob_size(b), 0);
+        assert_int_equal(nano_blob_n_chunks(b), 0);
+        assert_int_equal(nano_blob_chunk_shift(b), 18);
+        assert_int_equal(nano_blob_stored_size(b), 48);
+        assert_int_equal(nano_blob_pread(b, buf, sizeof(buf), 0), 0);
+        assert_int_equal(nano_blob_pread(b, buf, sizeof(buf), 12345), 0);
+        assert_int_equal(nano_blob_read_chunk(b, 0, buf), -EINVAL);
+}
+
+static void test_roundtrip(void **state)
+{
+        static const unsigned shifts[] = {12, 18};
+
+        for (size_t s = 0; s < ELEMENTSOF(shifts); s++) {
+                size_t c = (size_t)1 << shifts[s];
+                const size_t sizes[] = {0, 1, c - 1, c, c + 1, 3 * c, 5 * c + 123};
+
+                for (size_t i = 0; i < ELEMENTSOF(sizes); i++)
+                        for (int compressible = 0; compressible <= 1; compressible++) {
+                                _cleanup_(nano_blob_freep) NanoBlob *b = NULL;
+                                _cleanup_close_ int fd = new_memfd();
+                                _cleanup_free_ uint8_t *data = make_data(sizes[i], compressible, i + 1);
+                                int64_t total = write_blob(fd, shifts[s], data, sizes[i]);
+
+                                assert_int_equal((uint64_t)total, fd_size(fd));
+                                assert_int_equal(open_dup(fd, &b), 0);
+                                assert_int_equal(nano_blob_chunk_shift(b), shifts[s]);
+                                assert_int_equal(nano_blob_stored_size(b), (uint64_t)total);
+                                check_contents(b, data, sizes[i]);
+                                if (compressible && sizes[i] >= 3 * c)
+                                        assert_true((uint64_t)total < sizes[i] / 4);
+                        }
+        }
+}
+
+static void test_pread_offsets(void **state)
+{
+        const size_t c = 4096, size = 5 * c + 100;
+        _cleanup_(nano_blob_freep) NanoBlob *b = NULL;
+        _cleanup_close_ int fd = new_memfd();
+        _cleanup_free_ uint8_t *data = make_data(size, false, 7);
+        _cleanup_free_ uint8_t *buf = malloc(size + 2 * c);
+        const uint64_t offs[] = {0,        1,         c - 1,           c,         c + 1,    2 * c - 1,
+                                 2 * c,    5 * c - 1, 5 * c,           5 * c + 1, size - 1, size,
+                                 size + 1, size + c,  UINT64_MAX - 10, UINT64_MAX};
+        const size_t lens[] = {0, 1, 2, 100, c - 1, c, c + 1, 2 * c, 3 * c + 5, size, size + 1, SIZE_MAX};
+        uint64_t rng = 99;
+
+        assert_non_null(buf);
+        write_blob(fd, 12, data, size);
+        assert_int_equal(open_dup(fd, &b), 0);
+
+        for (size_t i = 0; i < ELEMENTSOF(offs); i++)
+                for (size_t j = 0; j < ELEMENTSOF(lens); j++) {
+                        uint64_t off = offs[i];
+                        size_t want = off >= size ? 0 : (size_t)MIN((uint64_t)lens[j], size - off);
+
+                        /* buf holds all lens but SIZE_MAX, which the object's size cuts short. */
+                        assert_int_equal(nano_blob_pread(b, buf, lens[j], off), (ssize_t)want);
+                        if (want > 0)
+                                assert_memory_equal(buf, data + off, want);
+                }
+
+        for (int k = 0; k < 2000; k++) {
+                uint64_t off = rng_next(&rng) % (size + 10);
+                size_t len = (size_t)(rng_next(&rng) % (3 * c));
+                size_t want = off >= size ? 0 : (size_t)MIN((uint64_t)len, size - off);
+
+                assert_int_equal(nano_blob_pread(b, buf, len, off), (ssize_t)want);
+                if (want > 0)
+                        assert_memory_equal(buf, data + off, want);
+        }
+}
+
+/* Corrupts every frame but those of the chunks [first, last], then shows that a read of that range
+ * still succeeds: so it decompressed nothing else. */
+static void check_read_touches(const uint8_t *container, size_t container_size, const uint8_t *data,
+                               size_t size, unsigned shift, uint64_t off, size_t len)
+{
+        _cleanup_(nano_blob_freep) NanoBlob *b = NULL;
+        _cleanup_close_ int fd = memfd_from(container, container_size);
+        _cleanup_free_ uint8_t *buf = malloc(len ? len : 1);
+        _cleanup_free_ uint8_t *chunk = malloc((size_t)1 << shift);
+        uint64_t n = DIV_ROUND_UP((uint64_t)size, UINT64_C(1) << shift);
+        uint64_t first = off >> shift, last = (off + len - 1) >> shift;
+        size_t want = (size_t)MIN((uint64_t)len, size - off);
+
+        assert_non_null(buf);
+        assert_non_null(chunk);
+        for (uint64_t i = 0; i < n; i++) {
+                uint64_t s = frame_start(fd, n, i), e = table_entry(fd, n, i);
+                if (i < first || i > last)
+                        xor_byte(fd, s + (e - s) / 2, 0xff);
+        }
+
+        assert_int_equal(open_dup(fd, &b), 0);
+        assert_int_equal(nano_blob_pread(b, buf, len, off), (ssize_t)want);
+        assert_memory_equal(buf, data + off, want);
+
+        /* The corruption is real: the other chunks fail. */
+        for (uint64_t i = 0; i < n; i++)
+                if (i < first || i > last)
+                        assert_int_equal(nano_blob_read_chunk(b, i, chunk), -EBADMSG);
+}
+
+static void test_read_touches_only_needed_chunks(void **state)
+{
+        static const unsigned shifts[] = {12, 18};
+
+        for (size_t s = 0; s < ELEMENTSOF(shifts); s++)
+                for (int compressible = 0; compressible <= 1; compressible++) {
+                        size_t c = (size_t)1 << shifts[s], size = 8 * c - 1000;
+                        _cleanup_close_ int fd = new_memfd();
+                        _cleanup_free_ uint8_t *data = make_data(size, compressible, 3);
+                        _cleanup_free_ uint8_t *container = NULL;
+                        size_t container_size;
+                        const uint64_t offs[] = {0,          1,           c - 4096,   c - 4095,
+                                                 c - 1,      c,           c + 1,      3 * c - 2048,
+                                                 6 * c + 17, size - 4096, size - 4095};
+
+                        write_blob(fd, shifts[s], data, size);
+                        container = read_all(fd, &container_size);
+
+                        /* 4 KiB reads touch one chunk, or two across a boundary, never more. */
+                        for (size_t i = 0; i < ELEMENTSOF(offs); i++)
+                                check_read_touches(container, container_size, data, size, shifts[s], offs[i],
+                                                   4096);
+
+                        /* Whole chunks, and a range spanning three. */
+                        check_read_touches(container, container_size, data, size, shifts[s], c, 2 * c);
+                        check_read_touches(container, container_size, data, size, shifts[s], c + 1, 2 * c);
+                        check_read_touches(container, container_size, data, size, shifts[s], 7 * c,
+                                           size - 7 * c);
+                }
+}
+
+/* Every byte of every frame, flipped three ways: a read of the chunk fails with -EBADMSG or returns
+ * the original bytes, never other ones. The latter happens: a few bits of a compressed zstd block do
+ * not influence its output (the content checksum covers the output only), so it is merely counted. */
+static void test_frame_corruption(void **state)
+{
+        static const uint8_t masks[] = {0xff, 0x01, 0x80};
+
+        for (int compressible = 0; compressible <= 1; compressible++) {
+                const size_t c = 4096, size = 3 * c + 700;
+                _cleanup_(nano_blob_freep) NanoBlob *b = NULL;
+                _cleanup_close_ int fd = new_memfd();
+                _cleanup_free_ uint8_t *data = make_data(size, compressible, 11);
+                _cleanup_free_ uint8_t *buf = malloc(size);
+                const uint64_t n = 4;
+                unsigned flips = 0, harmless = 0;
+
+                assert_non_null(buf);
+                write_blob(fd, 12, data, size);
+                assert_int_equal(open_dup(fd, &b), 0);
+
+                for (uint64_t idx = 0; idx < n; idx++)
+                        for (uint64_t pos = frame_start(fd, n, idx); pos < table_entry(fd, n, idx); pos++)
+                                for (size_t m = 0; m < ELEMENTSOF(masks); m++) {
+                                        size_t len = MIN(c, size - idx * c);
+                                        ssize_t r;
+
+                                        xor_byte(fd, pos, masks[m]);
+                                        flips++;
+
+                                        memset(buf, 0, size);
+                                        r = nano_blob_read_chunk(b, idx, buf);
+                                        if (r != -EBADMSG) {
+                                                assert_int_equal(r, (ssize_t)len);
+                                                assert_memory_equal(buf, data + idx * c, len);
+                                                harmless++;
+                                        }
+
+                                        r = nano_blob_pread(b, buf, size, 0);
+                                        if (r != -EBADMSG) {
+                                                assert_int_equal(r, (ssize_t)size);
+                                                assert_memory_equal(buf, data, size);
+                                        }
+
+                                        /* A fresh blob each time: a partial read may come from the
+                                         * thread's cached chunk, verified when it was decompressed. */
+                                        {
+                                                _cleanup_(nano_blob_freep) NanoBlob *b2 = NULL;
+                                                assert_int_equal(open_dup(fd, &b2), 0);
+                                                r = nano_blob_pread(b2, buf, 10, idx * c + len / 2);
+                                                if (r != -EBADMSG) {
+                                                        assert_int_equal(r, 10);
+                                                        assert_memory_equal(buf, data + idx * c + len / 2,
+                                                                            10);
+                                                }
+                                        }
+
+                                        xor_byte(fd, pos, masks[m]);
+                                }
+
+                /* Raw blocks (incompressible data) have no such bits. */
+                if (!compressible)
+                        assert_int_equal(harmless, 0);
+                assert_true(harmless * 100 < flips);
+                print_message("# %s data: %u of %u frame byte flips detected, the rest decode identically\n",
+                              compressible ? "compressible" : "random", flips - harmless, flips);
+
+                /* Restored: everything reads again. */
+                check_contents(b, data, size);
+        }
+}
+
+/* Every byte of the header, the table and the trailer, flipped: open fails with -EBADMSG. */
+static void test_metadata_corruption(void **state)
+{
+        const size_t size = 5 * 4096 + 1;
+        _cleanup_close_ int fd = new_memfd();
+        _cleanup_free_ uint8_t *data = make_data(size, true, 5);
+        uint64_t total, table_off;
+
+        total = (uint64_t)write_blob(fd, 12, data, size);
+        table_off = total - NANO_BLOB_TRAILER_SIZE - 8 * 6;
+
+        for (uint64_t pos = 0; pos < total; pos++) {
+                if (pos == NANO_BLOB_HEADER_SIZE)
+                        pos = table_off;
+                for (unsigned bit = 0; bit < 8; bit++) {
+                        NanoBlob *b = NULL;
+
+                        xor_byte(fd, pos, (uint8_t)(1u << bit));
+                        assert_int_equal(open_dup(fd, &b), -EBADMSG);
+                        assert_null(b);
+                        xor_byte(fd, pos, (uint8_t)(1u << bit));
+                }
+        }
+}
+
+static void test_truncated(void **state)
+{
+        for (int compressible = 0; compressible <= 1; compressible++) {
+                const size_t size = 3 * 4096 + 500;
+                _cleanup_close_ int fd = new_memfd();
+                _cleanup_free_ uint8_t *data = make_data(size, compressible, 13);
+                _cleanup_free_ uint8_t *container = NULL, *buf = malloc(size);
+                size_t container_size;
+
+                assert_non_null(buf);
+                write_blob(fd, 12, data, size);
+                container = read_all(fd, &container_size);
+
+                for (size_t len = 0; len < container_size; len++) {
+                        _cleanup_close_ int t = memfd_from(container, len);
+                        NanoBlob *b = NULL;
+                        assert_int_equal(open_dup(t, &b), -EBADMSG);
+                }
+
+                /* Trailing garbage moves the trailer: refused too. */
+                {
+                        _cleanup_close_ int t = memfd_from(container, container_size);
+                        NanoBlob *b = NULL;
+                        assert_int_equal(pwrite_all(t, "", 1, (off_t)container_size), 0);
+                        assert_int_equal(open_dup(t, &b), -EBADMSG);
+                }
+
+                /* Truncated after open: reads of the missing frames fail, earlier ones still work. */
+                {
+                        _cleanup_(nano_blob_freep) NanoBlob *b = NULL;
+                        _cleanup_close_ int t = memfd_from(container, container_size);
+                        uint64_t cut;
+
+                        assert_int_equal(open_dup(t, &b), 0);
+                        cut = frame_start(t, 4, 2) + 3;
+                        assert_int_equal(ftruncate(t, (off_t)cut), 0);
+                        assert_int_equal(nano_blob_read_chunk(b, 0, buf), 4096);
+                        assert_int_equal(nano_blob_read_chunk(b, 2, buf), -EBADMSG);
+                        assert_int_equal(nano_blob_read_chunk(b, 3, buf), -EBADMSG);
+                        assert_int_equal(nano_blob_pread(b, buf, size, 0), -EBADMSG);
+                        assert_int_equal(nano_blob_pread(b, buf, 100, 4000), 100);
+                        assert_memory_equal(buf, data + 4000, 100);
+                }
+        }
+}
+
+static size_t compress_plain(void *dst, size_t cap, const void *src, size_t len, int checksum,
+                             int content_size)
+{
+        ZSTD_CCtx *cctx = ZSTD_createCCtx();
+        size_t n;
+
+        assert_non_null(cctx);
+        assert_false(ZSTD_isError(ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, checksum)));
+        assert_false(ZSTD_isError(ZSTD_CCtx_setParameter(cctx, ZSTD_c_contentSizeFlag, content_size)));
+        n = ZSTD_compress2(cctx, dst, cap, src, len);
+        assert_false(ZSTD_isError(n));
+        ZSTD_freeCCtx(cctx);
+        return n;
+}
+
+/* Containers whose checksums are right but whose contents break a rule of doc/formats.md. */
+static void test_crafted(void **state)
+{
+        _cleanup_close_ int fd = new_memfd();
+        _cleanup_free_ uint8_t *data = make_data(8192, true, 17);
+        _cleanup_free_ uint8_t *frames = malloc(3 * ZSTD_compressBound(8192));
+        _cleanup_free_ uint8_t *buf = malloc(1 << 13);
+        NanoBlob *b = NULL;
+        size_t f0, f1, f;
+        uint64_t t[3];
+
+        assert_non_null(frames);
+        assert_non_null(buf);
+
+        /* Two well-formed chunks of 4 KiB: the baseline opens and reads. */
+        f0 = compress_plain(frames, ZSTD_compressBound(4096), data, 4096, 1, 1);
+        f1 = compress_plain(frames + f0, ZSTD_compressBound(4096), data + 4096, 4096, 1, 1);
+        t[0] = 8 + f0;
+        t[1] = 8 + f0 + f1;
+        craft(fd, 8192, 12, 2, t, 2, frames, f0 + f1);
+        assert_int_equal(open_dup(fd, &b), 0);
+        check_contents(b, data, 8192);
+        b = nano_blob_free(b);
+
+        /* chunk_shift out of range (n_chunks consistent with it). */
+        craft(fd, 8192, 11, 4, t, 2, frames, f0 + f1);
+        assert_int_equal(open_dup(fd, &b), -EBADMSG);
+        craft(fd, 8192, 25, 1, t, 2, frames, f0 + f1);
+        assert_int_equal(open_dup(fd, &b), -EBADMSG);
+        /* n_chunks does not match size. */
+        craft(fd, 8192, 12, 3, t, 2, frames, f0 + f1);
+        assert_int_equal(open_dup(fd, &b), -EBADMSG);
+        craft(fd, 8193, 12, 2, t, 2, frames, f0 + f1);
+        assert_int_equal(open_dup(fd, &b), -EBADMSG);
+        /* n_chunks claims a table larger than the file. */
+        craft(fd, (uint64_t)UINT32_MAX << 12, 12, UINT32_MAX, t, 2, frames, f0 + f1);
+        assert_int_equal(open_dup(fd, &b), -EBADMSG);
+        /* size above the limit. */
+        craft(fd, NANO_BLOB_SIZE_MAX + 1, 24, (uint32_t)((NANO_BLOB_SIZE_MAX >> 24) + 1), t, 2, frames,
+              f0 + f1);
+        assert_int_equal(open_dup(fd, &b), -EBADMSG);
+        /* Non-increasing, empty first frame, or not ending at the table. */
+        t[0] = 8 + f0 + f1;
+        craft(fd, 8192, 12, 2, t, 2, frames, f0 + f1);
+        assert_int_equal(open_dup(fd, &b), -EBADMSG);
+        t[0] = 8;
+        craft(fd, 8192, 12, 2, t, 2, frames, f0 + f1);
+        assert_int_equal(open_dup(fd, &b), -EBADMSG);
+        t[0] = 8 + f0;
+        t[1] = 8 + f0 + f1 - 1;
+        craft(fd, 8192, 12, 2, t, 2, frames, f0 + f1);
+        assert_int_equal(open_dup(fd, &b), -EBADMSG);
+        t[0] = 8 + f0 + f1 + 1;
+        t[1] = 8 + f0 + f1;
+        craft(fd, 8192, 12, 2, t, 2, frames, f0 + f1);
+        assert_int_equal(open_dup(fd, &b), -EBADMSG);
+        /* A frame larger than ZSTD_compressBound(chunk). */
+        memset(frames, 0, ZSTD_compressBound(4096) + 1);
+        t[0] = 8 + ZSTD_compressBound(4096) + 1;
+        craft(fd, 4096, 12, 1, t, 1, frames, ZSTD_compressBound(4096) + 1);
+        assert_int_equal(open_dup(fd, &b), -EBADMSG);
+        /* An empty object that still has a frame. */
+        t[0] = 8 + 10;
+        craft(fd, 0, 12, 0, t, 0, frames, 10);
+        assert_int_equal(open_dup(fd, &b), -EBADMSG);
+
+        /* Frames the table accepts but decompression must refuse. Each case: one 4 KiB chunk. */
+        for (int k = 0; k < 6; k++) {
+                size_t size = 4096;
+
+                switch (k) {
+                case 0: /* no content checksum: it could not be verified */
+                        f = compress_plain(frames, ZSTD_compressBound(4096), data, 4096, 0, 1);
+                        break;
+                case 1: /* no content size */
+                        f = compress_plain(frames, ZSTD_compressBound(4096), data, 4096, 1, 0);
+                        break;
+                case 2: /* frame for fewer bytes than the chunk */
+                        f = compress_plain(frames, ZSTD_compressBound(4096), data, 4095, 1, 1);
+                        break;
+                case 3: /* a valid frame followed by an empty one */
+                        f = compress_plain(frames, ZSTD_compressBound(4096), data, 4096, 1, 1);
+                        f += compress_plain(frames + f, 64, "", 0, 1, 1);
+                        break;
+                case 4: /* a valid frame followed by a skippable frame */
+                        f = compress_plain(frames, ZSTD_compressBound(4096), data, 4096, 1, 1);
+                        le32_write(frames + f, 0x184D2A50);
+                        le32_write(frames + f + 4, 4);
+                        memset(frames + f + 8, 0, 4);
+                        f += 12;
+                        break;
+                case 5: /* last chunk shorter than the frame's content */
+                        f = compress_plain(frames, ZSTD_compressBound(4096), data, 4096, 1, 1);
+                        size = 4000;
+                        break;
+                }
+                t[0] = 8 + f;
+                craft(fd, size, 12, 1, t, 1, frames, f);
+                assert_int_equal(open_dup(fd, &b), 0);
+                assert_int_equal(nano_blob_read_chunk(b, 0, buf), -EBADMSG);
+                assert_int_equal(nano_blob_pread(b, buf, 100, 0), -EBADMSG);
+                assert_int_equal(nano_blob_pread(b, buf, size, 0), -EBADMSG);
+                b = nano_blob_free(b);
+        }
+
+        /* Not a regular file. */
+        {
+                int p[2];
+                assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+                assert_int_equal(nano_blob_open_fd(p[0], &b), -EBADFD);
+                safe_close(p[0]);
+                safe_close(p[1]);
+        }
+}
+
+static void test_writer_misuse(void **state)
+{
+        _cleanup_(nano_chunk_compressor_freep) NanoChunkCompressor *c = NULL;
+        _cleanup_(nano_blob_writer_freep) NanoBlobWriter *w = NULL;
+        _cleanup_(nano_blob_freep) NanoBlob *b = NULL;
+        _cleanup_close_ int fd = new_memfd();
+        _cleanup_free_ uint8_t *data = make_data(3 * 4096, false, 23);
+        NanoChunkCompressor *c2 = NULL;
+        NanoBlobWriter *w2 = NULL;
+        const void *frame;
+        size_t frame_size;
+        int64_t total;
+
+        assert_int_equal(nano_chunk_compressor_new(ZSTD_maxCLevel() + 1, &c2), -EINVAL);
+        assert_null(c2);
+        assert_int_equal(nano_blob_writer_new(fd, 11, &w2), -EINVAL);
+        assert_int_equal(nano_blob_writer_new(fd, 25, &w2), -EINVAL);
+        assert_int_equal(nano_blob_writer_new(-EBADF, 12, &w2), -EBADF);
+        assert_null(w2);
+
+        assert_int_equal(nano_chunk_compressor_new(1, &c), 0);
+        assert_int_equal(nano_chunk_compress(c, data, ((size_t)1 << NANO_BLOB_CHUNK_SHIFT_MAX) + 1, &frame,
+                                             &frame_size),
+                         -EINVAL);
+        assert_int_equal(nano_blob_writer_new(fd, 12, &w), 0);
+
+        /* Chunk too big or empty. */
+        assert_int_equal(nano_blob_writer_add_chunk(w, c, data, 4097), -EINVAL);
+        assert_int_equal(nano_blob_writer_add_chunk(w, c, data, 0), -EINVAL);
+        /* A frame whose content size is not the usize claimed. */
+        assert_int_equal(nano_chunk_compress(c, data, 4096, &frame, &frame_size), 0);
+        assert_int_equal(nano_blob_writer_add_frame(w, frame, frame_size, 4095), -EINVAL);
+        assert_int_equal(nano_blob_writer_add_frame(w, frame, frame_size - 1, 4096), -EINVAL);
+        assert_int_equal(nano_blob_writer_add_frame(w, "garbage!", 8, 4096), -EINVAL);
+
+        /* A full chunk, then a short one: nothing may follow a short chunk. */
+        assert_int_equal(nano_blob_writer_add_frame(w, frame, frame_size, 4096), 0);
+        assert_int_equal(nano_blob_writer_add_chunk(w, c, data + 4096, 100), 0);
+        assert_int_equal(nano_blob_writer_add_chunk(w, c, data + 4196, 4096), -EINVAL);
+        assert_int_equal(nano_chunk_compress(c, data + 4196, 4096, &frame, &frame_size), 0);
+        assert_int_equal(nano_blob_writer_add_frame(w, frame, frame_size, 4096), -EINVAL);
+        assert_int_equal(nano_blob_writer_size(w), 4196);
+
+        /* The refusals left the writer usable: its container holds the two accepted chunks. */
+        total = nano_blob_writer_finish(w);
+        assert_int_equal(total, (int64_t)fd_size(fd));
+        assert_int_equal(nano_blob_writer_finish(w), -EINVAL);
+        assert_int_equal(nano_blob_writer_add_chunk(w, c, data, 1), -EINVAL);
+        assert_int_equal(open_dup(fd, &b), 0);
+        check_contents(b, data, 4196);
+}
+
+/* Frames compressed on several threads, each with its own compressor, then added in order: the way a
+ * parallel importer uses the API. */
+typedef struct CompressJob {
+        const uint8_t *data;
+        size_t len;
+        void *frame;
+        size_t frame_size;
+        int r;
+} CompressJob;
+
+static void *compress_thread(void *p)
+{
+        CompressJob *j = p;
+        NanoChunkCompressor *c = NULL;
+        const void *f;
+
+        j->r = nano_chunk_compressor_new(NANO_BLOB_LEVEL_DEFAULT, &c);
+        if (j->r < 0)
+                return NULL;
+        j->r = nano_chunk_compress(c, j->data, j->len, &f, &j->frame_size);
+        if (j->r >= 0) {
+                j->frame = malloc(j->frame_size);
+                if (j->frame)
+                        memcpy(j->frame, f, j->frame_size);
+                else
+                        j->r = -ENOMEM;
+        }
+        nano_chunk_compressor_free(c);
+        return NULL;
+}
+
+static void test_parallel_compress(void **state)
+{
+        const size_t c = 1 << 14, size = 6 * c + 1;
+        _cleanup_(nano_blob_writer_freep) NanoBlobWriter *w = NULL;
+        _cleanup_(nano_blob_freep) NanoBlob *b = NULL;
+        _cleanup_close_ int fd = new_memfd();
+        _cleanup_free_ uint8_t *data = make_data(size, true, 29);
+        CompressJob jobs[7];
+        pthread_t th[7];
+        int64_t total;
+
+        for (size_t i = 0; i < 7; i++) {
+                jobs[i] = (CompressJob){.data = data + i * c, .len = MIN(c, size - i * c)};
+                assert_int_equal(pthread_create(&th[i], NULL, compress_thread, &jobs[i]), 0);
+        }
+        assert_int_equal(nano_blob_writer_new(fd, 14, &w), 0);
+        for (size_t i = 0; i < 7; i++) {
+                assert_int_equal(pthread_join(th[i], NULL), 0);
+                assert_int_equal(jobs[i].r, 0);
+                assert_int_equal(
+                        nano_blob_writer_add_frame(w, jobs[i].frame, jobs[i].frame_size, jobs[i].len), 0);
+                free(jobs[i].frame);
+        }
+        total = nano_blob_writer_finish(w);
+        assert_int_equal(total, (int64_t)fd_size(fd));
+        assert_int_equal(open_dup(fd, &b), 0);
+        check_contents(b, data, size);
+}
+
+typedef struct ReadJob {
+        NanoBlob *blob;
+        const uint8_t *data;
+        size_t size;
+        uint64_t seed;
+        unsigned failures;
+} ReadJob;
+
+static void *read_thread(void *p)
+{
+        ReadJob *j = p;
+        size_t c = (size_t)1 << nano_blob_chunk_shift(j->blob);
+        uint8_t *buf = malloc(3 * c);
+        uint64_t s = j->seed;
+
+        if (!buf) {
+                j->failures++;
+                return NULL;
+        }
+        for (int k = 0; k < 3000; k++) {
+                uint64_t off = rng_next(&s) % (j->size + 1);
+                size_t len = (size_t)(rng_next(&s) % (3 * c)),
+                       want = (size_t)MIN((uint64_t)len, j->size - off);
+
+                if (k % 10 == 0) {
+                        uint64_t idx = rng_next(&s) % nano_blob_n_chunks(j->blob);
+                        want = MIN(c, j->size - idx * c);
+                        if (nano_blob_read_chunk(j->blob, idx, buf) != (ssize_t)want ||
+                            memcmp(buf, j->data + idx * c, want) != 0)
+                                j->failures++;
+                        continue;
+                }
+                if (nano_blob_pread(j->blob, buf, len, off) != (ssize_t)want ||
+                    memcmp(buf, j->data + off, want) != 0)
+                        j->failures++;
+        }
+        free(buf);
+        return NULL;
+}
+
+static void test_concurrent_reads(void **state)
+{
+        const size_t size = 40 * 4096 + 333;
+        _cleanup_(nano_blob_freep) NanoBlob *b = NULL;
+        _cleanup_close_ int fd = new_memfd();
+        _cleanup_free_ uint8_t *data = make_data(size, true, 31);
+        ReadJob jobs[8];
+        pthread_t th[8];
+
+        /* Some incompressible stretches too, so that frames differ in kind. */
+        for (size_t i = 0; i < size; i += 3 * 4096)
+                for (size_t k = i; k < MIN(size, i + 4096); k++)
+                        data[k] = (uint8_t)(k * 2654435761u >> 13);
+
+        write_blob(fd, 12, data, size);
+        assert_int_equal(open_dup(fd, &b), 0);
+
+        for (size_t i = 0; i < ELEMENTSOF(th); i++) {
+                jobs[i] = (ReadJob){.blob = b, .data = data, .size = size, .seed = i + 1};
+                assert_int_equal(pthread_create(&th[i], NULL, read_thread, &jobs[i]), 0);
+        }
+        for (size_t i = 0; i < ELEMENTSOF(th); i++) {
+                assert_int_equal(pthread_join(th[i], NULL), 0);
+                assert_int_equal(jobs[i].failures, 0);
+        }
+}
+
+/* Two blobs read alternately in one thread: the per-thread chunk cache must never serve one blob's
+ * chunk for the other's, even when a blob is freed and another takes its memory. */
+static void test_cache_isolation(void **state)
+{
+        const size_t size = 4 * 4096;
+        _cleanup_free_ uint8_t *d1 = make_data(size, false, 41), *d2 = make_data(size, false, 43);
+        _cleanup_close_ int fd1 = new_memfd(), fd2 = new_memfd();
+        uint8_t buf[100];
+
+        write_blob(fd1, 12, d1, size);
+        write_blob(fd2, 12, d2, size);
+        for (int k = 0; k < 20; k++) {
+                _cleanup_(nano_blob_freep) NanoBlob *b = NULL;
+                int fd = k % 2 ? fd2 : fd1;
+                const uint8_t *d = k % 2 ? d2 : d1;
+
+                assert_int_equal(open_dup(fd, &b), 0);
+                assert_int_equal(nano_blob_pread(b, buf, sizeof(buf), 4096 + 10), (ssize_t)sizeof(buf));
+                assert_memory_equal(buf, d + 4096 + 10, sizeof(buf));
+                assert_int_equal(nano_blob_pread(b, buf, sizeof(buf), 4096 + 200), (ssize_t)sizeof(buf));
+                assert_memory_equal(buf, d + 4096 + 200, sizeof(buf));
+        }
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_empty),
+                cmocka_unit_test(test_roundtrip),
+                cmocka_unit_test(test_pread_offsets),
+                cmocka_unit_test(test_read_touches_only_needed_chunks),
+                cmocka_unit_test(test_frame_corruption),
+                cmocka_unit_test(test_metadata_corruption),
+                cmocka_unit_test(test_truncated),
+                cmocka_unit_test(test_crafted),
+                cmocka_unit_test(test_writer_misuse),
+                cmocka_unit_test(test_parallel_compress),
+                cmocka_unit_test(test_concurrent_reads),
+                cmocka_unit_test(test_cache_isolation),
+        };
+
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
