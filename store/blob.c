@@ -10,13 +10,24 @@
 #include "macros.h"
 #include "util.h"
 
-/* Layout (doc/formats.md): header, frames back to back, table of u64 frame end offsets, trailer. */
+/* Layout (doc/formats.md): header, frames back to back, chunk table, trailer. */
 #define TRAILER_OFF_SIZE         0
 #define TRAILER_OFF_CHUNK_SHIFT  8
 #define TRAILER_OFF_N_CHUNKS     12
 #define TRAILER_OFF_TABLE_XXH3   16
 #define TRAILER_OFF_TRAILER_XXH3 24
 #define TRAILER_OFF_MAGIC        32
+
+/* A chunk table entry on disk: u64 end offset of the frame, u64 XXH3_64bits of the frame's bytes. */
+#define TABLE_ENTRY_SIZE 16u
+
+/* A chunk table entry in host byte order. The reader converts the table in place, entry by entry,
+ * hence the same size as on disk. */
+typedef struct ChunkEntry {
+        uint64_t end;  /* offset one past the frame's last byte */
+        uint64_t xxh3; /* of the compressed frame, so that every stored bit is covered */
+} ChunkEntry;
+_Static_assert(sizeof(ChunkEntry) == TABLE_ENTRY_SIZE, "ChunkEntry must match the on-disk entry");
 
 /* Frame_Header_Descriptor bit telling that the frame ends with an XXH64 of its content (RFC 8878). */
 #define ZSTD_FHD_CHECKSUM_FLAG 0x04u
@@ -30,10 +41,10 @@ struct NanoChunkCompressor {
 struct NanoBlobWriter {
         int fd;
         unsigned chunk_shift;
-        uint64_t offset; /* where the next frame goes */
-        uint64_t usize;  /* uncompressed bytes so far */
-        uint64_t *ends;  /* end offset of each frame written */
-        size_t n_ends, n_allocated;
+        uint64_t offset;    /* where the next frame goes */
+        uint64_t usize;     /* uncompressed bytes so far */
+        ChunkEntry *chunks; /* one per frame written */
+        size_t n_chunks, n_allocated;
         bool partial; /* the last chunk was short: nothing may follow it */
         bool finished;
 };
@@ -44,7 +55,7 @@ struct NanoBlob {
         uint64_t size;
         uint64_t n_chunks;
         uint64_t stored_size;
-        uint64_t *ends;
+        ChunkEntry *chunks;
         uint64_t id; /* unique per open, keys the thread-local chunk cache */
 };
 
@@ -142,8 +153,9 @@ static int buffer_reserve(uint8_t **buf, size_t *allocated, size_t need)
 }
 
 /* True if [frame, frame + size) is exactly one zstd frame that declares `usize` content bytes and
- * carries a content checksum. Without the checksum flag test a crafted frame would decompress
- * unverified; without the single-frame test, trailing (or skippable) frames could ride along. */
+ * carries a content checksum. Without the checksum flag test a crafted frame's output would go
+ * unverified (the table's XXH3 vouches for the compressed bytes, not for what they decode to);
+ * without the single-frame test, trailing (or skippable) frames could ride along. */
 static bool frame_valid(const void *frame, size_t size, size_t usize)
 {
         const uint8_t *p = frame;
@@ -250,7 +262,7 @@ NanoBlobWriter *nano_blob_writer_free(NanoBlobWriter *w)
 {
         if (!w)
                 return NULL;
-        free(w->ends);
+        free(w->chunks);
         free(w);
         return NULL;
 }
@@ -271,15 +283,15 @@ int nano_blob_writer_add_frame(NanoBlobWriter *w, const void *frame, size_t fram
         if (frame_size == 0 || frame_size > frame_size_max(w->chunk_shift) ||
             !frame_valid(frame, frame_size, usize))
                 return -EINVAL;
-        if (w->n_ends >= UINT32_MAX || w->usize + usize > NANO_BLOB_SIZE_MAX)
+        if (w->n_chunks >= UINT32_MAX || w->usize + usize > NANO_BLOB_SIZE_MAX)
                 return -EFBIG;
 
-        if (w->n_ends >= w->n_allocated) {
+        if (w->n_chunks >= w->n_allocated) {
                 size_t n = MAX(w->n_allocated * 2, (size_t)64);
-                uint64_t *p = reallocarray(w->ends, n, sizeof(uint64_t));
+                ChunkEntry *p = reallocarray(w->chunks, n, sizeof(ChunkEntry));
                 if (!p)
                         return -ENOMEM;
-                w->ends = p;
+                w->chunks = p;
                 w->n_allocated = n;
         }
 
@@ -289,7 +301,12 @@ int nano_blob_writer_add_frame(NanoBlobWriter *w, const void *frame, size_t fram
 
         w->offset += frame_size;
         w->usize += usize;
-        w->ends[w->n_ends++] = w->offset;
+        /* The hash is of the bytes handed to pwrite(), so that whatever happens to them afterwards,
+         * on disk or on the way there, fails at read time. */
+        w->chunks[w->n_chunks++] = (ChunkEntry){
+                .end = w->offset,
+                .xxh3 = XXH3_64bits(frame, frame_size),
+        };
         w->partial = usize < chunk;
         return 0;
 }
@@ -322,20 +339,22 @@ int64_t nano_blob_writer_finish(NanoBlobWriter *w)
         if (!w || w->finished)
                 return -EINVAL;
 
-        /* n_ends < 2^32 (checked on add), so this cannot overflow on 64-bit. */
-        table_size = w->n_ends * sizeof(uint64_t);
+        /* n_chunks < 2^32 (checked on add), so this cannot overflow on 64-bit. */
+        table_size = w->n_chunks * TABLE_ENTRY_SIZE;
         total = table_size + NANO_BLOB_TRAILER_SIZE;
         buf = malloc(total);
         if (!buf)
                 return -ENOMEM;
 
-        for (size_t i = 0; i < w->n_ends; i++)
-                le64_write(buf + i * sizeof(uint64_t), w->ends[i]);
+        for (size_t i = 0; i < w->n_chunks; i++) {
+                le64_write(buf + i * TABLE_ENTRY_SIZE, w->chunks[i].end);
+                le64_write(buf + i * TABLE_ENTRY_SIZE + 8, w->chunks[i].xxh3);
+        }
 
         trailer = buf + table_size;
         le64_write(trailer + TRAILER_OFF_SIZE, w->usize);
         le32_write(trailer + TRAILER_OFF_CHUNK_SHIFT, w->chunk_shift);
-        le32_write(trailer + TRAILER_OFF_N_CHUNKS, (uint32_t)w->n_ends);
+        le32_write(trailer + TRAILER_OFF_N_CHUNKS, (uint32_t)w->n_chunks);
         le64_write(trailer + TRAILER_OFF_TABLE_XXH3, XXH3_64bits(buf, table_size));
         le64_write(trailer + TRAILER_OFF_TRAILER_XXH3, XXH3_64bits(trailer, TRAILER_OFF_TRAILER_XXH3));
         memcpy(trailer + TRAILER_OFF_MAGIC, NANO_BLOB_END_MAGIC, 8);
@@ -355,7 +374,7 @@ uint64_t nano_blob_writer_size(const NanoBlobWriter *w)
 
 int nano_blob_open_fd(int fd, NanoBlob **ret)
 {
-        _cleanup_free_ uint64_t *ends = NULL;
+        _cleanup_free_ ChunkEntry *chunks = NULL;
         uint8_t header[NANO_BLOB_HEADER_SIZE], trailer[NANO_BLOB_TRAILER_SIZE];
         uint64_t file_size, size, n_chunks, table_off, prev, max_frame;
         unsigned chunk_shift;
@@ -397,31 +416,35 @@ int nano_blob_open_fd(int fd, NanoBlob **ret)
 
         /* The table must fit between the header and the trailer: this bounds the allocation below by
          * the file size, whatever n_chunks claims. */
-        if (n_chunks > (file_size - NANO_BLOB_MIN_SIZE) / sizeof(uint64_t))
+        if (n_chunks > (file_size - NANO_BLOB_MIN_SIZE) / TABLE_ENTRY_SIZE)
                 return -EBADMSG;
-        table_size = (size_t)n_chunks * sizeof(uint64_t);
+        table_size = (size_t)n_chunks * TABLE_ENTRY_SIZE;
         table_off = file_size - NANO_BLOB_TRAILER_SIZE - table_size;
 
-        ends = malloc(MAX(table_size, (size_t)1));
-        if (!ends)
+        chunks = malloc(MAX(table_size, (size_t)1));
+        if (!chunks)
                 return -ENOMEM;
 
-        n = pread_full(fd, ends, table_size, (off_t)table_off);
+        n = pread_full(fd, chunks, table_size, (off_t)table_off);
         if (n < 0)
                 return (int)n;
         if ((size_t)n != table_size ||
-            le64_read(trailer + TRAILER_OFF_TABLE_XXH3) != XXH3_64bits(ends, table_size))
+            le64_read(trailer + TRAILER_OFF_TABLE_XXH3) != XXH3_64bits(chunks, table_size))
                 return -EBADMSG;
 
-        /* Converted in place from little endian. */
+        /* Converted in place from little endian: each entry is read whole before it is overwritten.
+         * The frame checksums are checked when a frame is read, so that open does not cost reading the
+         * whole object. */
         prev = NANO_BLOB_HEADER_SIZE;
         max_frame = frame_size_max(chunk_shift);
         for (size_t i = 0; i < n_chunks; i++) {
-                uint64_t end = le64_read(ends + i);
+                const uint8_t *raw = (const uint8_t *)(chunks + i);
+                uint64_t end = le64_read(raw), xxh3 = le64_read(raw + 8);
 
                 if (end <= prev || end - prev > max_frame)
                         return -EBADMSG;
-                ends[i] = prev = end;
+                chunks[i] = (ChunkEntry){.end = end, .xxh3 = xxh3};
+                prev = end;
         }
         if (prev != table_off)
                 return -EBADMSG;
@@ -435,7 +458,7 @@ int nano_blob_open_fd(int fd, NanoBlob **ret)
                 .size = size,
                 .n_chunks = n_chunks,
                 .stored_size = file_size,
-                .ends = TAKE_PTR(ends),
+                .chunks = TAKE_PTR(chunks),
                 .id = __atomic_add_fetch(&blob_id_counter, 1, __ATOMIC_RELAXED),
         };
 
@@ -448,7 +471,7 @@ NanoBlob *nano_blob_free(NanoBlob *b)
         if (!b)
                 return NULL;
         safe_close(b->fd);
-        free(b->ends);
+        free(b->chunks);
         free(b);
         return NULL;
 }
@@ -483,8 +506,8 @@ static size_t chunk_length(const NanoBlob *b, uint64_t idx)
 /* Decompresses chunk idx (< n_chunks) into dst, which holds exactly the chunk's length. */
 static int decompress_chunk(NanoBlob *b, ThreadState *t, uint64_t idx, void *dst)
 {
-        uint64_t start = idx > 0 ? b->ends[idx - 1] : NANO_BLOB_HEADER_SIZE;
-        size_t frame_size = (size_t)(b->ends[idx] - start), len = chunk_length(b, idx), n;
+        uint64_t start = idx > 0 ? b->chunks[idx - 1].end : NANO_BLOB_HEADER_SIZE;
+        size_t frame_size = (size_t)(b->chunks[idx].end - start), len = chunk_length(b, idx), n;
         ssize_t k;
         int r;
 
@@ -496,6 +519,12 @@ static int decompress_chunk(NanoBlob *b, ThreadState *t, uint64_t idx, void *dst
         if (k < 0)
                 return (int)k;
         if ((size_t)k != frame_size) /* truncated after open */
+                return -EBADMSG;
+
+        /* zstd's content checksum covers the decompressed output only, and a few bits of a compressed
+         * block do not change what it decodes to: flipping one would go unnoticed. The table's XXH3
+         * covers every byte of the frame, and is checked before zstd parses any of it. */
+        if (XXH3_64bits(t->frame, frame_size) != b->chunks[idx].xxh3)
                 return -EBADMSG;
 
         if (!frame_valid(t->frame, frame_size, len))

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* Blob containers from untrusted bytes: open, read every chunk, a few preads; any result is fine
  * except a crash, a leak, or a read that claims success with the wrong length. The input is parsed
- * twice, as is and with its table and trailer checksums recomputed, since mutations would otherwise
- * hardly ever get past the trailer_xxh3 check to the rules behind it. Then the input as an object's
- * content: written as a container, reopened, and read back byte for byte. */
+ * twice, as is and with its frame, table and trailer checksums recomputed, since mutations would
+ * otherwise hardly ever get past the trailer_xxh3 check (or a frame past its frame_xxh3) to the rules
+ * behind it. Then the input as an object's content: written as a container, reopened, and read back
+ * byte for byte. */
 #include <string.h>
 #include <sys/mman.h>
 #include <xxhash.h>
@@ -63,14 +64,27 @@ static void parse(const uint8_t *data, size_t size)
                 }
 }
 
-/* Makes the checksums of the table and the trailer of a container of `size` bytes right. */
+/* Makes the checksums of the frames, the table and the trailer of a container of `size` bytes right.
+ * A frame checksum is rewritten only where the end offsets describe a range before the table: the
+ * reader refuses anything else before it hashes a frame. */
 static void reseal(uint8_t *p, size_t size)
 {
         uint8_t *trailer = p + size - NANO_BLOB_TRAILER_SIZE;
         uint64_t n_chunks = le32_read(trailer + 12);
 
-        if (n_chunks <= (size - NANO_BLOB_MIN_SIZE) / 8)
-                le64_write(trailer + 16, XXH3_64bits(trailer - 8 * n_chunks, 8 * n_chunks));
+        if (n_chunks <= (size - NANO_BLOB_MIN_SIZE) / 16) {
+                uint8_t *table = trailer - 16 * n_chunks;
+                uint64_t start = NANO_BLOB_HEADER_SIZE;
+
+                for (uint64_t i = 0; i < n_chunks; i++) {
+                        uint64_t end = le64_read(table + 16 * i);
+
+                        if (end >= start && end <= (uint64_t)(table - p))
+                                le64_write(table + 16 * i + 8, XXH3_64bits(p + start, end - start));
+                        start = end;
+                }
+                le64_write(trailer + 16, XXH3_64bits(table, 16 * n_chunks));
+        }
         le64_write(trailer + 24, XXH3_64bits(trailer, 24));
 }
 

@@ -117,12 +117,19 @@ static void xor_byte(int fd, uint64_t off, uint8_t mask)
         assert_int_equal(pwrite(fd, &b, 1, (off_t)off), 1);
 }
 
-/* Frame i spans [frame_start(i), table[i]). */
+/* The chunk table: 16 bytes per frame, its end offset then the XXH3 of its bytes. */
+#define ENTRY_SIZE 16u
+
+static uint64_t table_off(int fd, uint64_t n_chunks)
+{
+        return fd_size(fd) - NANO_BLOB_TRAILER_SIZE - ENTRY_SIZE * n_chunks;
+}
+
+/* Frame i spans [frame_start(i), table_entry(i)). */
 static uint64_t table_entry(int fd, uint64_t n_chunks, uint64_t i)
 {
         uint8_t b[8];
-        uint64_t table_off = fd_size(fd) - NANO_BLOB_TRAILER_SIZE - 8 * n_chunks;
-        assert_int_equal(pread(fd, b, 8, (off_t)(table_off + 8 * i)), 8);
+        assert_int_equal(pread(fd, b, 8, (off_t)(table_off(fd, n_chunks) + ENTRY_SIZE * i)), 8);
         return le64_read(b);
 }
 
@@ -131,30 +138,74 @@ static uint64_t frame_start(int fd, uint64_t n_chunks, uint64_t i)
         return i == 0 ? NANO_BLOB_HEADER_SIZE : table_entry(fd, n_chunks, i - 1);
 }
 
-/* Writes a container from parts with correct checksums, so that the reader's semantic checks (not
- * just the checksums) are what rejects it. */
-static void craft(int fd, uint64_t size, uint32_t shift, uint32_t n_chunks, const uint64_t *table,
-                  size_t n_table, const void *frames, size_t frames_size)
+/* Rewrites the frame checksum of entry idx from the frame's current bytes, then the table and trailer
+ * checksums: the container is consistent again, whatever was done to the frame. */
+static void reseal_frame(int fd, uint64_t n_chunks, uint64_t idx)
+{
+        uint64_t start = frame_start(fd, n_chunks, idx), end = table_entry(fd, n_chunks, idx);
+        uint64_t off = table_off(fd, n_chunks);
+        size_t table_size = ENTRY_SIZE * n_chunks;
+        _cleanup_free_ uint8_t *frame = malloc(end - start), *table = malloc(table_size);
+        uint8_t trailer[NANO_BLOB_TRAILER_SIZE], sum[8];
+
+        assert_non_null(frame);
+        assert_non_null(table);
+        assert_int_equal(pread_full(fd, frame, end - start, (off_t)start), (ssize_t)(end - start));
+        le64_write(sum, XXH3_64bits(frame, end - start));
+        assert_int_equal(pwrite_all(fd, sum, 8, (off_t)(off + ENTRY_SIZE * idx + 8)), 0);
+
+        assert_int_equal(pread_full(fd, table, table_size, (off_t)off), (ssize_t)table_size);
+        assert_int_equal(pread_full(fd, trailer, sizeof(trailer), (off_t)(off + table_size)),
+                         (ssize_t)sizeof(trailer));
+        le64_write(trailer + 16, XXH3_64bits(table, table_size));
+        le64_write(trailer + 24, XXH3_64bits(trailer, 24));
+        assert_int_equal(pwrite_all(fd, trailer, sizeof(trailer), (off_t)(off + table_size)), 0);
+}
+
+/* Writes a container from parts: the end offsets in `table`, the frame checksums in `sums`. */
+static void craft_with_sums(int fd, uint64_t size, uint32_t shift, uint32_t n_chunks, const uint64_t *table,
+                            const uint64_t *sums, size_t n_table, const void *frames, size_t frames_size)
 {
         uint8_t trailer[NANO_BLOB_TRAILER_SIZE];
-        _cleanup_free_ uint8_t *t = calloc(n_table + 1, 8);
+        _cleanup_free_ uint8_t *t = calloc(n_table + 1, ENTRY_SIZE);
 
         assert_non_null(t);
-        for (size_t i = 0; i < n_table; i++)
-                le64_write(t + 8 * i, table[i]);
+        for (size_t i = 0; i < n_table; i++) {
+                le64_write(t + ENTRY_SIZE * i, table[i]);
+                le64_write(t + ENTRY_SIZE * i + 8, sums[i]);
+        }
         le64_write(trailer, size);
         le32_write(trailer + 8, shift);
         le32_write(trailer + 12, n_chunks);
-        le64_write(trailer + 16, XXH3_64bits(t, 8 * n_table));
+        le64_write(trailer + 16, XXH3_64bits(t, ENTRY_SIZE * n_table));
         le64_write(trailer + 24, XXH3_64bits(trailer, 24));
         memcpy(trailer + 32, NANO_BLOB_END_MAGIC, 8);
 
         assert_int_equal(ftruncate(fd, 0), 0);
         assert_int_equal(pwrite_all(fd, NANO_BLOB_MAGIC, 8, 0), 0);
         assert_int_equal(pwrite_all(fd, frames, frames_size, 8), 0);
-        assert_int_equal(pwrite_all(fd, t, 8 * n_table, (off_t)(8 + frames_size)), 0);
-        assert_int_equal(pwrite_all(fd, trailer, sizeof(trailer), (off_t)(8 + frames_size + 8 * n_table)),
-                         0);
+        assert_int_equal(pwrite_all(fd, t, ENTRY_SIZE * n_table, (off_t)(8 + frames_size)), 0);
+        assert_int_equal(
+                pwrite_all(fd, trailer, sizeof(trailer), (off_t)(8 + frames_size + ENTRY_SIZE * n_table)),
+                0);
+}
+
+/* Writes a container from parts with correct checksums (the frame checksums too, wherever the end
+ * offsets describe a range of `frames`), so that the reader's semantic checks, not the checksums,
+ * are what rejects it. */
+static void craft(int fd, uint64_t size, uint32_t shift, uint32_t n_chunks, const uint64_t *table,
+                  size_t n_table, const void *frames, size_t frames_size)
+{
+        _cleanup_free_ uint64_t *sums = calloc(n_table + 1, sizeof(uint64_t));
+        const uint8_t *f = frames;
+
+        assert_non_null(sums);
+        for (size_t i = 0; i < n_table; i++) {
+                uint64_t start = i > 0 ? table[i - 1] : 8;
+                if (start >= 8 && start <= table[i] && table[i] <= 8 + frames_size)
+                        sums[i] = XXH3_64bits(f + start - 8, table[i] - start);
+        }
+        craft_with_sums(fd, size, shift, n_chunks, table, sums, n_table, frames, frames_size);
 }
 
 static void check_contents(NanoBlob *b, const uint8_t *data, size_t size)
@@ -211,6 +262,39 @@ static void test_empty(void **state)
         assert_int_equal(nano_blob_pread(b, buf, sizeof(buf), 0), 0);
         assert_int_equal(nano_blob_pread(b, buf, sizeof(buf), 12345), 0);
         assert_int_equal(nano_blob_read_chunk(b, 0, buf), -EINVAL);
+}
+
+/* The chunk table as doc/formats.md describes it, read from the bytes rather than through the reader:
+ * per frame its end offset, then the XXH3 of its compressed bytes. */
+static void test_table_layout(void **state)
+{
+        const size_t size = 2 * 4096 + 100;
+        _cleanup_close_ int fd = new_memfd();
+        _cleanup_free_ uint8_t *data = make_data(size, true, 3), *raw = NULL;
+        const uint8_t *table, *trailer;
+        uint64_t prev = NANO_BLOB_HEADER_SIZE;
+        size_t n;
+
+        write_blob(fd, 12, data, size);
+        raw = read_all(fd, &n);
+        assert_true(n > NANO_BLOB_MIN_SIZE + 3 * ENTRY_SIZE);
+        trailer = raw + n - NANO_BLOB_TRAILER_SIZE;
+        table = trailer - 3 * ENTRY_SIZE;
+        assert_int_equal(le64_read(trailer), size);
+        assert_int_equal(le32_read(trailer + 8), 12);
+        assert_int_equal(le32_read(trailer + 12), 3);
+        assert_int_equal(le64_read(trailer + 16), XXH3_64bits(table, 3 * ENTRY_SIZE));
+
+        for (size_t i = 0; i < 3; i++) {
+                uint64_t end = le64_read(table + ENTRY_SIZE * i);
+
+                assert_true(end > prev);
+                assert_int_equal(le64_read(table + ENTRY_SIZE * i + 8), XXH3_64bits(raw + prev, end - prev));
+                assert_int_equal(ZSTD_getFrameContentSize(raw + prev, end - prev),
+                                 MIN(4096, size - i * 4096));
+                prev = end;
+        }
+        assert_int_equal(prev, (uint64_t)(table - raw));
 }
 
 static void test_roundtrip(void **state)
@@ -340,9 +424,14 @@ static void test_read_touches_only_needed_chunks(void **state)
                 }
 }
 
-/* Every byte of every frame, flipped three ways: a read of the chunk fails with -EBADMSG or returns
- * the original bytes, never other ones. The latter happens: a few bits of a compressed zstd block do
- * not influence its output (the content checksum covers the output only), so it is merely counted. */
+/* Every byte of every frame, flipped three ways: every read of the chunk fails with -EBADMSG, since
+ * the frame's XXH3 in the table covers every byte of it ("a flipped byte in a stored object is
+ * reported by fsck").
+ *
+ * Then, with the table resealed to match the flipped frame, what zstd alone makes of it: -EBADMSG
+ * or the original bytes, never other ones. The latter happens: a few bits of a compressed block do
+ * not influence its output (the content checksum covers the output only), which is why the table
+ * carries a checksum of each frame. It is merely counted. */
 static void test_frame_corruption(void **state)
 {
         static const uint8_t masks[] = {0xff, 0x01, 0x80};
@@ -369,42 +458,45 @@ static void test_frame_corruption(void **state)
                                         xor_byte(fd, pos, masks[m]);
                                         flips++;
 
-                                        memset(buf, 0, size);
-                                        r = nano_blob_read_chunk(b, idx, buf);
-                                        if (r != -EBADMSG) {
-                                                assert_int_equal(r, (ssize_t)len);
-                                                assert_memory_equal(buf, data + idx * c, len);
-                                                harmless++;
-                                        }
-
-                                        r = nano_blob_pread(b, buf, size, 0);
-                                        if (r != -EBADMSG) {
-                                                assert_int_equal(r, (ssize_t)size);
-                                                assert_memory_equal(buf, data, size);
-                                        }
+                                        assert_int_equal(nano_blob_read_chunk(b, idx, buf), -EBADMSG);
+                                        assert_int_equal(nano_blob_pread(b, buf, size, 0), -EBADMSG);
 
                                         /* A fresh blob each time: a partial read may come from the
                                          * thread's cached chunk, verified when it was decompressed. */
                                         {
                                                 _cleanup_(nano_blob_freep) NanoBlob *b2 = NULL;
                                                 assert_int_equal(open_dup(fd, &b2), 0);
-                                                r = nano_blob_pread(b2, buf, 10, idx * c + len / 2);
+                                                assert_int_equal(
+                                                        nano_blob_pread(b2, buf, 10, idx * c + len / 2),
+                                                        -EBADMSG);
+                                        }
+
+                                        /* zstd on its own. */
+                                        reseal_frame(fd, n, idx);
+                                        {
+                                                _cleanup_(nano_blob_freep) NanoBlob *b3 = NULL;
+                                                assert_int_equal(open_dup(fd, &b3), 0);
+                                                memset(buf, 0, size);
+                                                r = nano_blob_read_chunk(b3, idx, buf);
                                                 if (r != -EBADMSG) {
-                                                        assert_int_equal(r, 10);
-                                                        assert_memory_equal(buf, data + idx * c + len / 2,
-                                                                            10);
+                                                        assert_int_equal(r, (ssize_t)len);
+                                                        assert_memory_equal(buf, data + idx * c, len);
+                                                        harmless++;
                                                 }
                                         }
 
                                         xor_byte(fd, pos, masks[m]);
+                                        reseal_frame(fd, n, idx);
                                 }
 
                 /* Raw blocks (incompressible data) have no such bits. */
                 if (!compressible)
                         assert_int_equal(harmless, 0);
                 assert_true(harmless * 100 < flips);
-                print_message("# %s data: %u of %u frame byte flips detected, the rest decode identically\n",
-                              compressible ? "compressible" : "random", flips - harmless, flips);
+                print_message(
+                        "# %s data: all %u frame byte flips detected; %u would have decoded identically "
+                        "without the frame checksums\n",
+                        compressible ? "compressible" : "random", flips, harmless);
 
                 /* Restored: everything reads again. */
                 check_contents(b, data, size);
@@ -420,7 +512,7 @@ static void test_metadata_corruption(void **state)
         uint64_t total, table_off;
 
         total = (uint64_t)write_blob(fd, 12, data, size);
-        table_off = total - NANO_BLOB_TRAILER_SIZE - 8 * 6;
+        table_off = total - NANO_BLOB_TRAILER_SIZE - ENTRY_SIZE * 6;
 
         for (uint64_t pos = 0; pos < total; pos++) {
                 if (pos == NANO_BLOB_HEADER_SIZE)
@@ -520,6 +612,22 @@ static void test_crafted(void **state)
         assert_int_equal(open_dup(fd, &b), 0);
         check_contents(b, data, 8192);
         b = nano_blob_free(b);
+
+        /* A frame checksum off by one bit, or taken over the content instead of the frame: open
+         * succeeds (frames are checked when read), reads of that chunk fail, the other chunk reads. */
+        for (int k = 0; k < 2; k++) {
+                uint64_t sums[2] = {XXH3_64bits(frames, f0), k == 0 ? XXH3_64bits(frames + f0, f1) ^ 1
+                                                                    : XXH3_64bits(data + 4096, 4096)};
+
+                craft_with_sums(fd, 8192, 12, 2, t, sums, 2, frames, f0 + f1);
+                assert_int_equal(open_dup(fd, &b), 0);
+                assert_int_equal(nano_blob_read_chunk(b, 0, buf), 4096);
+                assert_memory_equal(buf, data, 4096);
+                assert_int_equal(nano_blob_read_chunk(b, 1, buf), -EBADMSG);
+                assert_int_equal(nano_blob_pread(b, buf, 100, 4096 + 10), -EBADMSG);
+                assert_int_equal(nano_blob_pread(b, buf, 8192, 0), -EBADMSG);
+                b = nano_blob_free(b);
+        }
 
         /* chunk_shift out of range (n_chunks consistent with it). */
         craft(fd, 8192, 11, 4, t, 2, frames, f0 + f1);
@@ -819,6 +927,7 @@ int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_empty),
+                cmocka_unit_test(test_table_layout),
                 cmocka_unit_test(test_roundtrip),
                 cmocka_unit_test(test_pread_offsets),
                 cmocka_unit_test(test_read_touches_only_needed_chunks),
