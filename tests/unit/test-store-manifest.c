@@ -765,9 +765,7 @@ static void test_large(void **state)
         assert_int_equal(nano_manifest_resolve(m, "d99/x", &idx), 0);
         print_message("# %u entries built and parsed in %" PRIu64 " ms\n", nano_manifest_count(m),
                       elapsed / 1000000);
-        /* One second, times NANO_TEST_TIME_FACTOR under valgrind and the like. */
-        const char *factor = getenv("NANO_TEST_TIME_FACTOR");
-        assert_true(elapsed < UINT64_C(1000000000) * (factor ? MAX(strtoull(factor, NULL, 10), 1ull) : 1));
+        /* The time is printed, never asserted: tests do not fail on timing (bench/ measures). */
 }
 
 /* ---- Reader. */
