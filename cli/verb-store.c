@@ -304,13 +304,20 @@ static int verb_ls(int argc, char **argv)
 
 /* ---- show, cat */
 
+/* A RELEASE argument that is not one is a usage error; one that is not in the store is not found. */
+static int fail_resolve(const NanoError *err, int r)
+{
+        int code = fail(err, r, "cannot resolve release");
+        return r == -EINVAL ? NANO_EXIT_USAGE : code;
+}
+
 static int open_release(NanoStore *s, const char *release, NanoManifest **ret, uint8_t id[32])
 {
         NanoError err = { 0 };
         int r = nano_store_resolve(s, release, id, &err);
 
         if (r < 0)
-                return -fail(&err, r, "cannot resolve release");
+                return -fail_resolve(&err, r);
         r = nano_store_open_manifest(s, id, ret);
         if (r < 0) {
                 char b[NANO_ID_STRING_SIZE];
@@ -496,8 +503,9 @@ static int verb_checkout(int argc, char **argv)
         if (r < 0)
                 return -r;
         r = nano_store_resolve(s, release, id, &err);
-        if (r >= 0)
-                r = nano_store_checkout(s, id, dir, &err);
+        if (r < 0)
+                return fail_resolve(&err, r);
+        r = nano_store_checkout(s, id, dir, &err);
         if (r < 0)
                 return fail(&err, r, "checkout failed");
         return NANO_EXIT_OK;
@@ -506,9 +514,12 @@ static int verb_checkout(int argc, char **argv)
 static int verb_rm(int argc, char **argv)
 {
         static const char help[] =
-                "Usage: nano store rm RELEASE...\n"
+                "Usage: nano store rm [-q] RELEASE...\n"
                 "\n"
-                "Remove releases (name@version). Their content stays until 'nano store gc'.\n";
+                "Remove releases (name@version). Their content stays until 'nano store gc'.\n"
+                "\n"
+                "Options:\n"
+                "  -q, --quiet   print nothing on success\n";
         _cleanup_(store_unrefp) NanoStore *s = NULL;
         Opts o = { 0 };
         int r, ret = NANO_EXIT_OK;
@@ -526,7 +537,7 @@ static int verb_rm(int argc, char **argv)
                 NanoError err = { 0 };
                 r = nano_store_remove(s, argv[i], &err);
                 if (r < 0)
-                        ret = fail(&err, r, "cannot remove release");
+                        ret = fail_resolve(&err, r);
                 else if (!o.quiet)
                         printf("removed %s\n", argv[i]);
         }

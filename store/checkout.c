@@ -103,7 +103,10 @@ int nano_store_checkout(NanoStore *s, const uint8_t id[32], const char *dir, Nan
                         if (r == -EBADMSG)
                                 return nano_error_set(err, r, "'%s' is corrupt in the store (run 'nano store fsck')", path);
                         if (r == -ENOENT)
-                                return nano_error_set(err, r, "the content of '%s' is missing from the store (run 'nano store fsck')", path);
+                                /* A release whose content is missing is a damaged store, as for cat. */
+                                return nano_error_set(err, EBADMSG,
+                                                      "the content of '%s' is missing from the store (run 'nano store fsck')",
+                                                      path);
                         if (r < 0)
                                 return nano_error_set(err, r, "cannot write '%s/%s': %m", dir, path);
                         if (fchmod(fd, (mode_t)e.mode) < 0 || futimens(fd, ts) < 0)

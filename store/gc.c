@@ -116,6 +116,23 @@ int nano_store_clean_tmp(NanoStore *s, uint64_t *ret_files, uint64_t *ret_bytes)
         return 0;
 }
 
+/* rm leaves a name's folder when it removes its last version (a concurrent add may be using it);
+ * gc runs alone, so it can remove the empty ones. */
+static void remove_empty_ref_dirs(NanoStore *s)
+{
+        _cleanup_close_ int fd = openat(s->refs_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        struct dirent *de;
+        DIR *d;
+
+        if (fd < 0 || !(d = fdopendir(fd)))
+                return;
+        fd = -EBADF;
+        while ((de = readdir(d)))
+                if (!streq(de->d_name, ".") && !streq(de->d_name, ".."))
+                        (void)unlinkat(s->refs_fd, de->d_name, AT_REMOVEDIR); /* fails unless empty */
+        closedir(d);
+}
+
 int nano_store_gc(NanoStore *s, NanoGcResult *ret, NanoError *err)
 {
         Reachable m = { 0 };
@@ -157,6 +174,7 @@ int nano_store_gc(NanoStore *s, NanoGcResult *ret, NanoError *err)
                 r = nano_error_set(err, r, "cannot clean the store's tmp/: %m");
                 goto out;
         }
+        remove_empty_ref_dirs(s);
         *ret = res;
         r = 0;
 out:

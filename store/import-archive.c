@@ -29,7 +29,8 @@ static void archive_freep(struct archive **a)
 static const char *archive_message(struct archive *a)
 {
         const char *m = archive_error_string(a);
-        return m ? m : "unknown error";
+        /* libarchive has no message for some truncations (a gzip stream cut in its trailer). */
+        return m ? m : "unexpected end of data";
 }
 
 static int corrupt(Source *src, struct archive *a)
@@ -81,10 +82,14 @@ static int member_path(Source *src, const char *name, char *buf, size_t size)
                                       src->file, src->member, name, NANO_PATH_MAX);
         strcpy(buf, name);
         r = nano_path_normalize(buf);
-        if (r < 0)
-                return nano_error_set(importer_error(src->imp), EINVAL,
-                                      "'%s': %smember '%s' has a '..' component or an invalid name: refusing the archive",
-                                      src->file, src->member, name);
+        if (r < 0) {
+                bool dotdot = streq(name, "..") || strncmp(name, "../", 3) == 0 || strstr(name, "/../") ||
+                              (strlen(name) >= 3 && streq(name + strlen(name) - 3, "/.."));
+                return nano_error_set(importer_error(src->imp), EINVAL, "'%s': %smember '%s' %s: refusing the archive",
+                                      src->file, src->member, name,
+                                      dotdot ? "has a '..' component" :
+                                               "has a name longer than 255 bytes or a path deeper than 256 levels");
+        }
         return 0;
 }
 
@@ -107,6 +112,7 @@ static int import_entries(Source *src, struct archive *a)
                         return r;
                 snprintf(src->display, sizeof src->display, "'%s': %smember '%s'", src->file, src->member,
                          archive_entry_pathname(e));
+                /* display is already quoted: messages print it as is. */
 
                 NanoEntry attrs = { 0 };
                 attrs.mode = entry_mode(src, e);
@@ -249,7 +255,7 @@ int import_archive(Importer *imp, const char *source)
                                       "'%s' is not an archive nano can read: %s", source, archive_message(a));
 
         /* The root of an archive has no entry of its own unless it lists "./". */
-        r = importer_add_entry(imp, "", source, &root);
+        r = importer_add_entry(imp, "", "the archive's root", &root);
         if (r < 0)
                 return r;
 

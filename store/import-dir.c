@@ -30,6 +30,13 @@ static const char *display(Walk *w)
         return w->display;
 }
 
+/* The quoted form the importer's messages take. */
+static const char *qdisplay(Walk *w)
+{
+        snprintf(w->display, w->display_size, "'%s%s%s'", w->source, w->path[0] ? "/" : "", w->path);
+        return w->display;
+}
+
 static uint32_t attrs_mode(Walk *w, const struct stat *st)
 {
         if (st->st_mode & 07000)
@@ -69,7 +76,7 @@ static int import_file(Walk *w, int dirfd, const char *name, const struct stat *
                 e.type = NANO_ENTRY_REGULAR;
                 e.size = hl->size;
                 memcpy(e.digest, hl->digest, 32);
-                return importer_add_entry(imp, w->path, display(w), &e);
+                return importer_add_entry(imp, w->path, qdisplay(w), &e);
         }
 
         fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NOATIME);
@@ -83,7 +90,7 @@ static int import_file(Walk *w, int dirfd, const char *name, const struct stat *
                 return nano_error_set(importer_error(imp), EBUSY, "'%s' changed while it was being imported", display(w));
         (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 
-        r = importer_add_fd(imp, w->path, display(w), fd, (uint64_t)fst.st_size, &e, digest);
+        r = importer_add_fd(imp, w->path, qdisplay(w), fd, (uint64_t)fst.st_size, &e, digest);
         if (r < 0)
                 return r;
 
@@ -140,7 +147,7 @@ static int import_one(Walk *w, int dirfd, const char *name, unsigned depth)
                 }
                 attrs_from_stat(w, &st, &e);
                 e.type = NANO_ENTRY_DIRECTORY;
-                r = importer_add_entry(imp, w->path, display(w), &e);
+                r = importer_add_entry(imp, w->path, qdisplay(w), &e);
                 if (r < 0)
                         break;
                 fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
@@ -168,7 +175,7 @@ static int import_one(Walk *w, int dirfd, const char *name, unsigned depth)
                 e.mode = 0777;
                 e.type = NANO_ENTRY_SYMLINK;
                 e.target = target;
-                r = importer_add_entry(imp, w->path, display(w), &e);
+                r = importer_add_entry(imp, w->path, qdisplay(w), &e);
                 break;
         }
         default:
@@ -221,7 +228,7 @@ int import_directory(Importer *imp, const char *source)
         NanoEntry e;
         int r;
 
-        w.display_size = strlen(source) + sizeof w.path + 2;
+        w.display_size = strlen(source) + sizeof w.path + 4;
         w.display = malloc(w.display_size);
         if (!w.display)
                 return -ENOMEM;
@@ -232,7 +239,7 @@ int import_directory(Importer *imp, const char *source)
         }
         attrs_from_stat(&w, &st, &e);
         e.type = NANO_ENTRY_DIRECTORY;
-        r = importer_add_entry(imp, "", source, &e);
+        r = importer_add_entry(imp, "", qdisplay(&w), &e);
         if (r >= 0)
                 r = walk_dir(&w, fd, 1);
 out:

@@ -180,7 +180,7 @@ static void object_finalize(Importer *imp, Object *o)
         o->fd = -EBADF;
         if (r >= 0) {
                 nano_fanout_path(o->digest, path);
-                r = nano_store_publish(imp->store, o->tmp, imp->store->objects_fd, path);
+                r = nano_store_publish(imp->store, o->tmp, imp->store->objects_fd, path, (uint64_t)size);
         }
 
         pthread_mutex_lock(&imp->lock);
@@ -421,7 +421,7 @@ static int object_new(Importer *imp, const char *display, Object **ret)
                 safe_close(o->fd);
                 (void)unlinkat(imp->store->tmp_fd, o->tmp, 0);
                 free(o);
-                return nano_error_set(imp->err, r, "cannot write to the store (while importing '%s'): %m", display);
+                return nano_error_set(imp->err, r, "cannot write to the store (while importing %s): %m", display);
         }
         pthread_mutex_lock(&imp->lock);
         o->next = imp->live;
@@ -482,7 +482,7 @@ static int add_regular(Importer *imp, const char *path, const char *display, con
         memcpy(e.digest, digest, 32);
         r = nano_manifest_builder_add(imp->builder, path, &e);
         if (r < 0)
-                return nano_error_set(imp->err, r, "cannot add '%s' to the manifest: %m", display);
+                return nano_error_set(imp->err, r, "cannot add %s to the manifest: %m", display);
         imp->result.files++;
         imp->result.bytes += size;
         imp->progress.files++;
@@ -498,7 +498,7 @@ static int store_buffer(Importer *imp, const char *display, Buffer *buf, size_t 
         int r;
 
         r = digest_set_add(&imp->submitted, digest);
-        if (r <= 0 || nano_store_has_object(imp->store, digest)) {
+        if (r <= 0 || nano_store_has_object(imp->store, digest, size)) {
                 free(buf);
                 return r < 0 ? nano_error_set(imp->err, r, "out of memory") : 0;
         }
@@ -601,7 +601,7 @@ static int store_stream(Importer *imp, const char *display, ImportReadFn fn, voi
                         free(data);
                         free(j);
                         unreserve(imp, 1);
-                        return nano_error_set(imp->err, EBADMSG, "'%s' has more data than its size (%lld bytes)",
+                        return nano_error_set(imp->err, EBADMSG, "%s has more data than its size (%lld bytes)",
                                               display, (long long)size);
                 }
                 submit(imp, o, data, (size_t)n, NULL, j);
@@ -610,11 +610,11 @@ static int store_stream(Importer *imp, const char *display, ImportReadFn fn, voi
                         break;
         }
         if (size >= 0 && total != (uint64_t)size)
-                return nano_error_set(imp->err, EBADMSG, "'%s' is truncated: %llu bytes of %lld", display,
+                return nano_error_set(imp->err, EBADMSG, "%s is truncated: %llu bytes of %lld", display,
                                       (unsigned long long)total, (long long)size);
         EVP_DigestFinal_ex(imp->sha, digest, &dlen);
         if (expect && memcmp(expect, digest, 32) != 0)
-                return nano_error_set(imp->err, EBUSY, "'%s' changed while it was being imported", display);
+                return nano_error_set(imp->err, EBUSY, "%s changed while it was being imported", display);
         r = digest_set_add(&imp->submitted, digest);
         if (r < 0)
                 return nano_error_set(imp->err, r, "out of memory");
@@ -641,7 +641,7 @@ static ssize_t fd_read(void *userdata, void *buf, size_t len)
                 n = read(fr->fd, buf, len);
         while (n < 0 && errno == EINTR);
         if (n < 0)
-                return nano_error_set(fr->imp->err, errno, "cannot read '%s': %m", fr->display);
+                return nano_error_set(fr->imp->err, errno, "cannot read %s: %m", fr->display);
         return n;
 }
 
@@ -667,7 +667,7 @@ int importer_add_fd(Importer *imp, const char *path, const char *display, int fd
                 }
                 if ((uint64_t)n != size) {
                         free(buf);
-                        return nano_error_set(imp->err, EBUSY, "'%s' changed while it was being imported", display);
+                        return nano_error_set(imp->err, EBUSY, "%s changed while it was being imported", display);
                 }
                 imp->progress.bytes += size;
                 nano_sha256(buf->data, size, digest);
@@ -693,14 +693,14 @@ int importer_add_fd(Importer *imp, const char *path, const char *display, int fd
         }
         EVP_DigestFinal_ex(imp->sha, digest, &dlen);
         if (total != size)
-                return nano_error_set(imp->err, EBUSY, "'%s' changed while it was being imported", display);
-        if (digest_set_contains(&imp->submitted, digest) || nano_store_has_object(imp->store, digest)) {
+                return nano_error_set(imp->err, EBUSY, "%s changed while it was being imported", display);
+        if (digest_set_contains(&imp->submitted, digest) || nano_store_has_object(imp->store, digest, size)) {
                 imp->progress.bytes += size;
                 memcpy(ret_digest, digest, 32);
                 return add_regular(imp, path, display, digest, size, attrs);
         }
         if (lseek(fd, 0, SEEK_SET) < 0)
-                return nano_error_set(imp->err, errno, "cannot read '%s': %m", display);
+                return nano_error_set(imp->err, errno, "cannot read %s: %m", display);
         uint8_t got[32];
         r = store_stream(imp, display, fd_read, &fr, (int64_t)size, digest, got, &total);
         if (r < 0)
@@ -728,7 +728,7 @@ int importer_add_stream(Importer *imp, const char *path, const char *display, Im
                 }
                 if (n != size) {
                         free(buf);
-                        return nano_error_set(imp->err, EBADMSG, "'%s' is %s its announced size (%lld bytes)",
+                        return nano_error_set(imp->err, EBADMSG, "%s is %s its announced size (%lld bytes)",
                                               display, n < size ? "shorter than" : "longer than", (long long)size);
                 }
                 imp->progress.bytes += (uint64_t)size;
@@ -749,12 +749,12 @@ int importer_add_entry(Importer *imp, const char *path, const char *display, con
         int r = nano_manifest_builder_add(imp->builder, path, e);
 
         if (r == -ENOTDIR)
-                return nano_error_set(imp->err, r, "'%s': a parent of this path is not a directory", display);
+                return nano_error_set(imp->err, r, "%s: a parent of this path is not a directory", display);
         if (r == -E2BIG)
-                return nano_error_set(imp->err, r, "'%s': the tree exceeds nano's limits (16M entries, 2 GiB of names)",
+                return nano_error_set(imp->err, r, "%s: the tree exceeds nano's limits (16M entries, 2 GiB of names)",
                                       display);
         if (r < 0)
-                return nano_error_set(imp->err, r, "cannot add '%s': %m", display);
+                return nano_error_set(imp->err, r, "cannot add %s: %m", display);
         if (e->type == NANO_ENTRY_DIRECTORY)
                 imp->result.directories++;
         else if (e->type == NANO_ENTRY_SYMLINK)
@@ -769,13 +769,38 @@ int importer_add_link(Importer *imp, const char *path, const char *target, const
         int r = nano_manifest_builder_link(imp->builder, path, target);
 
         if (r == -ENOENT)
-                return nano_error_set(imp->err, r, "'%s' is a hard link to '%s', which is not in the archive before it",
-                                      display, target);
+                return nano_error_set(imp->err, EINVAL,
+                                      "%s is a hard link to '%s', which is not in the archive before it", display,
+                                      target);
         if (r < 0)
-                return nano_error_set(imp->err, r, "'%s' is a hard link to '%s', which is not a regular file", display,
+                return nano_error_set(imp->err, r, "%s is a hard link to '%s', which is not a regular file", display,
                                       target);
         imp->result.files++;
         imp->progress.files++;
+        return 0;
+}
+
+/* The result describes the release, not the input: an archive may list a path twice or leave its
+ * directories implied, so count what the manifest holds. */
+static int count_entries(Importer *imp, const uint8_t *data, size_t size)
+{
+        _cleanup_(nano_manifest_freep) NanoManifest *m = NULL;
+        int r = nano_manifest_parse(data, size, &m);
+
+        if (r < 0)
+                return r;
+        imp->result.files = imp->result.directories = imp->result.symlinks = imp->result.bytes = 0;
+        for (uint32_t i = 0, n = nano_manifest_count(m); i < n; i++) {
+                NanoEntry e;
+                nano_manifest_entry(m, i, &e);
+                if (e.type == NANO_ENTRY_REGULAR) {
+                        imp->result.files++;
+                        imp->result.bytes += e.size;
+                } else if (e.type == NANO_ENTRY_DIRECTORY)
+                        imp->result.directories++;
+                else
+                        imp->result.symlinks++;
+        }
         return 0;
 }
 
@@ -799,6 +824,9 @@ int importer_finish(Importer *imp, NanoAddResult *ret)
         r = nano_manifest_builder_finish(imp->builder, &data, &size, id);
         if (r < 0)
                 return nano_error_set(imp->err, r, "cannot build the manifest: %m");
+        r = count_entries(imp, data, size);
+        if (r < 0)
+                return nano_error_set(imp->err, r, "the manifest built does not parse: %m");
         fd = nano_store_tmpfile(imp->store, tmp);
         if (fd < 0)
                 return nano_error_set(imp->err, fd, "cannot create a temporary file in the store: %m");
@@ -808,7 +836,7 @@ int importer_finish(Importer *imp, NanoAddResult *ret)
                 return nano_error_set(imp->err, r, "cannot write the manifest: %m");
         }
         nano_fanout_path(id, path);
-        r = nano_store_publish(imp->store, tmp, imp->store->manifests_fd, path);
+        r = nano_store_publish(imp->store, tmp, imp->store->manifests_fd, path, size);
         if (r < 0)
                 return nano_error_set(imp->err, r, "cannot store the manifest: %m");
         if (r > 0)

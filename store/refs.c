@@ -97,7 +97,7 @@ int nano_ref_write(NanoStore *s, const char *name, const char *version, const ui
                 (void)unlinkat(s->tmp_fd, tmp, 0);
                 return r;
         }
-        r = nano_store_publish(s, tmp, dfd, version);
+        r = nano_store_publish(s, tmp, dfd, version, 0);
         if (r < 0)
                 return r;
         if (r == 0) {
@@ -160,8 +160,8 @@ int nano_store_remove(NanoStore *s, const char *release, NanoError *err)
                         return nano_error_set(err, r, "no release '%s' in the store", release);
                 return nano_error_set(err, r, "cannot remove the ref of '%s': %m", release);
         }
-        /* The name's folder goes with its last version; a concurrent add recreates it. */
-        (void)unlinkat(s->refs_fd, name, AT_REMOVEDIR);
+        /* The name's folder stays, even empty: a concurrent add may be writing a ref into it. gc, which
+         * runs alone, removes empty ones. */
         nano_store_unlock(s);
         return 0;
 }

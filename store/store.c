@@ -2,6 +2,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <xxhash.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/file.h>
@@ -241,7 +242,7 @@ static int rename_noreplace(int olddirfd, const char *oldpath, int newdirfd, con
         return 0;
 }
 
-int nano_store_publish(NanoStore *s, const char *name, int dirfd, const char *path)
+int nano_store_publish(NanoStore *s, const char *name, int dirfd, const char *path, uint64_t expect_size)
 {
         int r = rename_noreplace(s->tmp_fd, name, dirfd, path);
 
@@ -253,9 +254,11 @@ int nano_store_publish(NanoStore *s, const char *name, int dirfd, const char *pa
         }
         if (r == -EEXIST) {
                 struct stat st;
-                /* An empty file under the name is a leftover of a power cut: replace it. */
-                if (fstatat(dirfd, path, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
-                    st.st_size == 0 && renameat(s->tmp_fd, name, dirfd, path) == 0)
+                /* A file of another size under the name is damaged (a power cut can leave an unsynced
+                 * rename empty; a disk error can truncate): the new, complete file replaces it. */
+                if (expect_size > 0 && fstatat(dirfd, path, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+                    S_ISREG(st.st_mode) && (uint64_t)st.st_size != expect_size &&
+                    renameat(s->tmp_fd, name, dirfd, path) == 0)
                         return 1;
                 (void)unlinkat(s->tmp_fd, name, 0);
                 return 0;
@@ -267,22 +270,48 @@ int nano_store_publish(NanoStore *s, const char *name, int dirfd, const char *pa
         return 1;
 }
 
-bool nano_store_has_object(NanoStore *s, const uint8_t digest[32])
+bool nano_store_has_object(NanoStore *s, const uint8_t digest[32], uint64_t size)
 {
         char path[NANO_FANOUT_PATH_SIZE];
+        uint8_t trailer[NANO_BLOB_TRAILER_SIZE];
+        _cleanup_close_ int fd = -EBADF;
         struct stat st;
 
+        /* Cheap checks only, as this runs for every file of an import: the object is there, and its
+         * trailer is intact and describes content of this size. fsck verifies the rest. */
         nano_fanout_path(digest, path);
-        return fstatat(s->objects_fd, path, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
-               st.st_size >= (off_t)NANO_BLOB_MIN_SIZE;
+        fd = openat(s->objects_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size < (off_t)NANO_BLOB_MIN_SIZE)
+                return false;
+        if (pread_full(fd, trailer, sizeof trailer, st.st_size - (off_t)sizeof trailer) != (ssize_t)sizeof trailer)
+                return false;
+        return memcmp(trailer + 32, NANO_BLOB_END_MAGIC, 8) == 0 && le64_read(trailer) == size &&
+               le64_read(trailer + 24) == XXH3_64bits(trailer, 24);
 }
 
 int nano_store_open_manifest(NanoStore *s, const uint8_t id[32], NanoManifest **ret)
 {
         char path[NANO_FANOUT_PATH_SIZE];
+        NanoManifest *m;
+        const void *data;
+        uint8_t got[32];
+        size_t size;
+        int r;
 
         nano_fanout_path(id, path);
-        return nano_manifest_open_at(s->manifests_fd, path, ret);
+        r = nano_manifest_open_at(s->manifests_fd, path, &m);
+        if (r < 0)
+                return r;
+        /* A manifest is small next to its tree, and a flipped byte in it would change modes or
+         * names silently: check it against its id every time it is opened. */
+        data = nano_manifest_data(m, &size);
+        nano_sha256(data, size, got);
+        if (memcmp(got, id, 32) != 0) {
+                nano_manifest_free(m);
+                return -EBADMSG;
+        }
+        *ret = m;
+        return 0;
 }
 
 int nano_store_open_blob(NanoStore *s, const uint8_t digest[32], NanoBlob **ret)

@@ -37,13 +37,14 @@ void nano_store_unlock(NanoStore *s);
 
 /* A new temporary file in tmp/ (O_RDWR, mode 0444 once finished); name gets its name. */
 int nano_store_tmpfile(NanoStore *s, char name[64]);
-/* Moves tmp/<name> to dirfd/<path> without replacing; 1 if it landed, 0 if the target existed (the
- * temporary file is then removed), -errno on failure (the temporary file is removed too). Creates
- * the fan-out directory when needed. */
-int nano_store_publish(NanoStore *s, const char *name, int dirfd, const char *path);
+/* Moves tmp/<name> to dirfd/<path> without replacing a sound file; 1 if it landed, 0 if the target
+ * existed (the temporary file is then removed), -errno on failure (the temporary file is removed
+ * too). An existing target whose size is not expect_size is damaged and is replaced (0: never).
+ * Creates the fan-out directory when needed. */
+int nano_store_publish(NanoStore *s, const char *name, int dirfd, const char *path, uint64_t expect_size);
 
-/* True when an object with that digest is present (and not an empty leftover). */
-bool nano_store_has_object(NanoStore *s, const uint8_t digest[32]);
+/* True when an object with that digest is present, with an intact trailer for `size` content bytes. */
+bool nano_store_has_object(NanoStore *s, const uint8_t digest[32], uint64_t size);
 
 /* Refs. */
 int nano_release_parse(const char *release, char name[NANO_RELEASE_NAME_MAX + 1],

@@ -471,8 +471,6 @@ def test_tar_without_directory_entries(nano, workdir):
         assert nano("store", "cat", "nd@1", name, text=False).stdout == data
 
 
-@pytest.mark.xfail(reason="bug: add --json counts archive members, not the release's entries "
-                          "(implied directories missed, duplicate members counted twice)", strict=True)
 def test_add_counts_describe_the_release(nano, workdir):
     """add --json's files/directories/symlinks/bytes are those of the release that was stored,
     as ls and show see it: a tar that omits directories, and one that has a member twice

@@ -184,8 +184,6 @@ def test_tar_special_files_refused(seeded, nano, workdir, kind, word):
     seeded.check_intact()
 
 
-@pytest.mark.xfail(reason="bug: a hard link to a member not in the archive exits 3 (not found) "
-                          "instead of 1 (bad input)", strict=True)
 def test_tar_dangling_hard_link(seeded, nano, workdir):
     tb = tar_with(workdir / "dangling.tar", [("a", "file", b"x", None), ("b", "hardlink", "nothere", None)])
     r = nano("store", "add", tb, "--name", "d", "--version", "1", check=False)
@@ -488,9 +486,7 @@ def test_truncated_object_repair(nano, nano_home, workdir, size):
 
 @pytest.mark.parametrize("size", [
     pytest.param(0, id="empty"),
-    pytest.param(10, id="truncated-10-bytes", marks=pytest.mark.xfail(
-        reason="bug: an object shorter than an empty container (1..47 bytes) is never rewritten by an "
-               "import: has_object says missing, publish keeps the short file", strict=True)),
+    pytest.param(10, id="truncated-10-bytes"),
 ])
 def test_readd_heals_short_object(nano, nano_home, workdir, size):
     """doc/formats.md: an object is trusted when at least as long as an empty container; a shorter
@@ -520,8 +516,6 @@ def test_missing_object(nano, nano_home, workdir):
     assert nano("store", "fsck").returncode == 0
 
 
-@pytest.mark.xfail(reason="bug: checkout of a release whose object is missing exits 3 (not found) "
-                          "where cat exits 4 (corrupt)", strict=True)
 def test_checkout_missing_object_is_corrupt(nano, nano_home, workdir):
     src, j = corrupt_setup(nano, workdir)
     os.unlink(fanout(nano_home / "store" / "objects", sha256_file(src / "big")))
@@ -557,8 +551,6 @@ def test_flipped_byte_in_manifest(nano, nano_home, workdir):
     assert tree_digest(co) == tree_digest(src)
 
 
-@pytest.mark.xfail(reason="bug: a manifest is not checked against its id when opened: a flipped "
-                          "mode byte is served by show/checkout as a wrong mode", strict=True)
 def test_manifest_bit_flip_is_never_served(nano, nano_home, workdir):
     """Like a blob chunk, a manifest that is not the bytes its id names must give an error, not
     wrong metadata. Flip the low byte of entry 1's mode (offset 64 + 80 + 12, doc/formats.md):
