@@ -103,7 +103,7 @@ static void thread_key_init(void)
 
 static int get_thread_state(ThreadState **ret)
 {
-        ThreadState *t;
+        ThreadState *t = NULL;
         int r;
 
         if (_likely_(thread_state)) {
@@ -542,7 +542,7 @@ static int decompress_chunk(NanoBlob *b, ThreadState *t, uint64_t idx, void *dst
 
 ssize_t nano_blob_read_chunk(NanoBlob *b, uint64_t idx, void *buf)
 {
-        ThreadState *t;
+        ThreadState *t = NULL;
         int r;
 
         if (!b || !buf || idx >= b->n_chunks)
@@ -561,7 +561,7 @@ ssize_t nano_blob_read_chunk(NanoBlob *b, uint64_t idx, void *buf)
 ssize_t nano_blob_pread(NanoBlob *b, void *buf, size_t len, uint64_t off)
 {
         uint8_t *p = buf;
-        ThreadState *t;
+        ThreadState *t = NULL;
         size_t done = 0;
         int r;
 
