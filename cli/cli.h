@@ -30,3 +30,5 @@ int usage_error(const char *fmt, ...) _printf_(1, 2);
 void json_print(json_object *o);
 
 int verb_store(int argc, char **argv);
+int verb_mount(int argc, char **argv);
+int verb_umount(int argc, char **argv);

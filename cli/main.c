@@ -19,6 +19,8 @@ static const char main_help[] =
         "\n"
         "Commands:\n"
         "  store       the content-addressed store: add, ls, show, cat, checkout, rm, gc, fsck, du\n"
+        "  mount       mount the store read-only with FUSE; --status tells how it is\n"
+        "  umount      unmount it\n"
         "  version     print the version and the features built in\n"
         "  help        print this help\n"
         "\n"
@@ -106,6 +108,8 @@ static int verb_help(int argc, char **argv)
 
 static const Verb verbs[] = {
         { "store", verb_store, "the content-addressed store" },
+        { "mount", verb_mount, "mount the store with FUSE" },
+        { "umount", verb_umount, "unmount the store" },
         { "version", verb_version, "print the version" },
         { "help", verb_help, "print help" },
 };

@@ -1,0 +1,283 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <string.h>
+
+#include "chunk-cache.h"
+#include "hashmap.h"
+#include "macros.h"
+
+/* Enough shards that 16-64 threads rarely contend, few enough that each shard's share of a small
+ * budget still holds several chunks. */
+#define N_SHARDS 16u
+
+enum {
+        CHUNK_FILLING = 1,
+        CHUNK_READY = 0,
+        /* < 0: the fill failed with that -errno */
+};
+
+struct Chunk {
+        HashLink link;
+        uint8_t digest[32];
+        uint64_t idx;
+        unsigned shift;
+        unsigned shard;
+        unsigned n_ref;  /* under the shard lock: one for the table while cached, one per holder */
+        int state;       /* CHUNK_FILLING, CHUNK_READY or -errno */
+        bool cached;     /* in the table, and (once READY) in the CLOCK ring */
+        bool referenced; /* CLOCK bit: set on each hit, cleared as the hand passes */
+        Chunk *prev, *next;
+        uint8_t *data;
+        size_t len;
+};
+
+typedef struct Shard {
+        pthread_mutex_t lock;
+        pthread_cond_t filled; /* broadcast when any fill of this shard ends */
+        HashTable table;
+        Chunk *hand; /* the CLOCK ring of READY cached chunks; NULL when empty */
+        uint64_t bytes, budget;
+} __attribute__((aligned(64))) Shard;
+
+struct ChunkCache {
+        Shard shards[N_SHARDS];
+        uint64_t budget;
+        atomic_uint_fast64_t hits, misses, waits, errors;
+};
+
+const uint8_t *chunk_data(const Chunk *k)
+{
+        return k->data;
+}
+
+size_t chunk_size(const Chunk *k)
+{
+        return k->len;
+}
+
+int chunk_cache_new(uint64_t budget, ChunkCache **ret)
+{
+        ChunkCache *c = calloc(1, sizeof *c);
+
+        if (!c)
+                return -ENOMEM;
+        c->budget = budget;
+        for (unsigned i = 0; i < N_SHARDS; i++) {
+                pthread_mutex_init(&c->shards[i].lock, NULL);
+                pthread_cond_init(&c->shards[i].filled, NULL);
+                c->shards[i].budget = budget / N_SHARDS;
+        }
+        *ret = c;
+        return 0;
+}
+
+static void chunk_free(Chunk *k)
+{
+        free(k->data);
+        free(k);
+}
+
+static void free_link(HashLink *l, void *userdata)
+{
+        chunk_free(container_of(l, Chunk, link));
+}
+
+ChunkCache *chunk_cache_free(ChunkCache *c)
+{
+        if (!c)
+                return NULL;
+        /* Every holder is gone by now (the session has ended): what is left is the table's. */
+        for (unsigned i = 0; i < N_SHARDS; i++) {
+                hash_table_done(&c->shards[i].table, free_link, NULL);
+                pthread_mutex_destroy(&c->shards[i].lock);
+                pthread_cond_destroy(&c->shards[i].filled);
+        }
+        free(c);
+        return NULL;
+}
+
+static uint64_t chunk_hash(const uint8_t digest[32], unsigned shift, uint64_t idx)
+{
+        /* The digest is a sha256: any 8 of its bytes are already uniformly distributed. */
+        return le64_read(digest) ^ ((idx + 1) * UINT64_C(0x9e3779b97f4a7c15)) ^ shift;
+}
+
+static void unref_locked(Chunk *k)
+{
+        if (--k->n_ref == 0)
+                chunk_free(k);
+}
+
+static void ring_insert(Shard *s, Chunk *k)
+{
+        /* Just behind the hand: a new chunk gets a whole turn of the clock before it may go. */
+        if (!s->hand) {
+                k->prev = k->next = k;
+                s->hand = k;
+                return;
+        }
+        k->next = s->hand;
+        k->prev = s->hand->prev;
+        k->prev->next = k;
+        s->hand->prev = k;
+}
+
+static void ring_remove(Shard *s, Chunk *k)
+{
+        if (k->next == k)
+                s->hand = NULL;
+        else {
+                k->prev->next = k->next;
+                k->next->prev = k->prev;
+                if (s->hand == k)
+                        s->hand = k->next;
+        }
+        k->prev = k->next = NULL;
+}
+
+static void evict_locked(Shard *s, Chunk *keep)
+{
+        /* Two turns of the hand clear every CLOCK bit, so this ends even if all chunks are hot. A
+         * budget of 0 means "no cache": then even the chunk just filled goes (its reader holds it). */
+        for (size_t steps = 2 * s->table.n + 2; s->bytes > s->budget && s->hand && steps > 0; steps--) {
+                Chunk *k = s->hand;
+
+                if ((k == keep && s->budget > 0) || k->referenced) {
+                        k->referenced = false;
+                        if (k->next == k)
+                                break; /* only the chunk to keep is left */
+                        s->hand = k->next;
+                        continue;
+                }
+                ring_remove(s, k);
+                hash_table_remove(&s->table, &k->link);
+                k->cached = false;
+                s->bytes -= k->len;
+                unref_locked(k);
+        }
+}
+
+int chunk_cache_get(ChunkCache *c, NanoBlob *b, const uint8_t digest[32], uint64_t idx, Chunk **ret)
+{
+        unsigned shift = nano_blob_chunk_shift(b);
+        uint64_t h = chunk_hash(digest, shift, idx);
+        Shard *s = &c->shards[(h >> 32) % N_SHARDS];
+        uint8_t *data;
+        ssize_t n;
+        Chunk *k;
+        int r;
+
+        pthread_mutex_lock(&s->lock);
+        HASH_TABLE_FOREACH (l, &s->table, h) {
+                k = container_of(l, Chunk, link);
+                if (k->idx != idx || k->shift != shift || memcmp(k->digest, digest, 32) != 0)
+                        continue;
+                k->n_ref++;
+                k->referenced = true;
+                if (k->state == CHUNK_FILLING) {
+                        atomic_fetch_add_explicit(&c->waits, 1, memory_order_relaxed);
+                        /* Bounded: the filler is decompressing one chunk from a local file. */
+                        while (k->state == CHUNK_FILLING)
+                                pthread_cond_wait(&s->filled, &s->lock);
+                }
+                r = k->state;
+                if (r < 0)
+                        unref_locked(k);
+                pthread_mutex_unlock(&s->lock);
+                if (r < 0)
+                        return r;
+                atomic_fetch_add_explicit(&c->hits, 1, memory_order_relaxed);
+                *ret = k;
+                return 0;
+        }
+
+        /* A miss: publish a FILLING placeholder so that concurrent readers of this chunk wait for our
+         * decompression instead of doing their own, then decompress without the lock. */
+        k = calloc(1, sizeof *k);
+        if (!k) {
+                pthread_mutex_unlock(&s->lock);
+                return -ENOMEM;
+        }
+        memcpy(k->digest, digest, 32);
+        k->idx = idx;
+        k->shift = shift;
+        k->shard = (unsigned)(s - c->shards);
+        k->state = CHUNK_FILLING;
+        k->n_ref = 1;
+        if (hash_table_add(&s->table, &k->link, h) >= 0) {
+                k->cached = true;
+                k->n_ref++;
+        }
+        pthread_mutex_unlock(&s->lock);
+        atomic_fetch_add_explicit(&c->misses, 1, memory_order_relaxed);
+
+        data = malloc((size_t)1 << shift);
+        n = data ? nano_blob_read_chunk(b, idx, data) : -ENOMEM;
+        if (n > 0 && (size_t)n < ((size_t)1 << shift) / 2) {
+                /* A short last chunk (small files): do not keep the whole chunk's allocation. */
+                uint8_t *p = realloc(data, (size_t)n);
+                if (p)
+                        data = p;
+        }
+
+        pthread_mutex_lock(&s->lock);
+        if (n < 0) {
+                free(data);
+                k->state = (int)n;
+                if (k->cached) {
+                        hash_table_remove(&s->table, &k->link);
+                        k->cached = false;
+                        k->n_ref--;
+                }
+        } else {
+                k->data = data;
+                k->len = (size_t)n;
+                k->state = CHUNK_READY;
+                if (k->cached) {
+                        ring_insert(s, k);
+                        s->bytes += k->len;
+                        evict_locked(s, k);
+                }
+        }
+        pthread_cond_broadcast(&s->filled);
+        r = k->state;
+        if (r < 0)
+                unref_locked(k);
+        pthread_mutex_unlock(&s->lock);
+        if (r < 0) {
+                atomic_fetch_add_explicit(&c->errors, 1, memory_order_relaxed);
+                return r;
+        }
+        *ret = k;
+        return 0;
+}
+
+void chunk_unref(ChunkCache *c, Chunk *k)
+{
+        Shard *s;
+
+        if (!k)
+                return;
+        s = &c->shards[k->shard];
+        pthread_mutex_lock(&s->lock);
+        unref_locked(k);
+        pthread_mutex_unlock(&s->lock);
+}
+
+void chunk_cache_stats(ChunkCache *c, ChunkCacheStats *ret)
+{
+        *ret = (ChunkCacheStats){
+                .hits = atomic_load(&c->hits),
+                .misses = atomic_load(&c->misses),
+                .waits = atomic_load(&c->waits),
+                .errors = atomic_load(&c->errors),
+                .budget = c->budget,
+        };
+        for (unsigned i = 0; i < N_SHARDS; i++) {
+                pthread_mutex_lock(&c->shards[i].lock);
+                ret->bytes += c->shards[i].bytes;
+                pthread_mutex_unlock(&c->shards[i].lock);
+        }
+}

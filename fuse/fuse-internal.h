@@ -1,0 +1,152 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* The FUSE server's internals, shared by fuse.c (the requests), inode.c (the inode table and the
+ * manifest cache) and mount.c (the daemon). */
+
+/* 3.12: the first API whose multi-threaded loop takes a thread cap (--threads). */
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "chunk-cache.h"
+#include "fuse.h"
+#include "hashmap.h"
+#include "manifest.h"
+#include "store.h"
+
+/* Content under /<name>/<version>/ and /by-id/<id>/ never changes: the kernel may keep entries,
+ * attributes, negative entries, pages and directory listings for as long as it likes. The root and
+ * the name directories change when releases are added or removed: short timeouts, no negative
+ * caching, so that a new release is visible at once and a removed one within a second. */
+#define TIMEOUT_IMMUTABLE 86400.0
+#define TIMEOUT_VOLATILE  1.0
+
+#define INO_BY_ID         2
+#define INO_FIRST_DYNAMIC 16
+
+typedef enum NodeKind {
+        NODE_ROOT,    /* / */
+        NODE_BY_ID,   /* /by-id */
+        NODE_NAME,    /* /<name>: key is the name */
+        NODE_DIR,     /* a directory of a release tree: key is (tree, entry) */
+        NODE_SYMLINK, /* key is (manifest, entry) */
+        NODE_FILE,    /* key is (blob digest, mode, mtime): one inode per identical file */
+} NodeKind;
+
+/* An open manifest, shared by every tree and symlink that uses it (cache keyed by id). */
+typedef struct Mnf {
+        HashLink link;
+        unsigned n_ref; /* under NanoFuse.lock */
+        uint8_t id[32];
+        NanoManifest *m;
+} Mnf;
+
+/* A manifest seen at one place of the namespace: "name@version" or "sha256:<id>" (by-id). The
+ * directories of a release are keyed by their tree, not only by manifest, because the kernel cannot
+ * have one directory inode under two parents (it would move dentries between /a/1 and /by-id/…). */
+typedef struct Tree {
+        HashLink link;
+        unsigned n_ref; /* under NanoFuse.lock */
+        Mnf *mnf;
+        uint64_t hash; /* of (view, manifest id) */
+        char view[];   /* "name@version" or "sha256:<hex>": key, and for log messages */
+} Tree;
+
+typedef struct Node {
+        HashLink by_ino, by_key;
+        uint64_t ino;
+        uint64_t nlookup; /* under NanoFuse.lock; the kernel's references */
+        NodeKind kind;
+        uint32_t mode;  /* permission bits */
+        uint32_t idx;   /* DIR, SYMLINK: manifest entry; FILE: entry where it was first seen */
+        uint32_t nlink; /* DIR: 2 + subdirectories */
+        int64_t mtime_sec;
+        uint32_t mtime_nsec;
+        uint64_t size;
+        Tree *tree;                 /* DIR: its tree; FILE: where it was first seen (for log messages) */
+        Mnf *mnf;                   /* SYMLINK */
+        uint8_t digest[32];         /* FILE */
+        atomic_bool corrupt_logged; /* FILE: one log line per corrupt object and inode */
+        char name[];                /* NAME */
+} Node;
+
+struct NanoFuse {
+        NanoStore *store;
+        NanoFuseOptions opts;
+        uid_t uid;
+        gid_t gid;
+
+        pthread_mutex_t lock; /* the four tables, every n_ref and nlookup */
+        HashTable nodes_by_ino, nodes_by_key, trees, manifests;
+        Node *root, *by_id;
+
+        ChunkCache *cache;
+        DigestSet logged; /* manifests and objects already reported broken (under lock) */
+
+        struct fuse_session *se;
+        char *mountpoint;
+        bool mounted, signals;
+        atomic_uint_fast64_t n_nodes;
+
+        /* nano_fuse_loop()'s readiness probe. */
+        pthread_t main_thread;
+        int ready_error;
+        void (*ready)(void *userdata);
+        void *ready_userdata;
+};
+
+/* ---- inode.c. Functions taking a NanoFuse lock it themselves unless named *_locked. */
+
+int inodes_init(NanoFuse *f);
+void inodes_done(NanoFuse *f);
+
+/* The node of ino, or NULL. The kernel pins every node it names in a request, so the pointer stays
+ * valid for the request's duration without a reference. */
+Node *node_by_ino(NanoFuse *f, uint64_t ino);
+
+/* Each returns the node with one more kernel reference (nlookup): for lookup and readdirplus. */
+int node_get_name(NanoFuse *f, const char *name, Node **ret);
+int node_get_entry(NanoFuse *f, Tree *t, uint32_t idx, Node **ret);
+void node_ref_static(NanoFuse *f, Node *n); /* root, by-id: counted for symmetry, never freed */
+
+/* Drops count kernel references (forget); frees the node at zero. */
+void node_unref(NanoFuse *f, Node *n, uint64_t count);
+void node_unref_locked(NanoFuse *f, Node *n, uint64_t count);
+
+/* The tree of manifest id at view, referenced; opens the manifest if no one else uses it. */
+int tree_get(NanoFuse *f, const char *view, const uint8_t id[32], Tree **ret);
+void tree_unref(NanoFuse *f, Tree *t);
+
+/* By-id trees are named by their id; release names cannot contain ':', so the prefix tells. */
+static inline bool tree_is_by_id(const Tree *t)
+{
+        return strncmp(t->view, "sha256:", 7) == 0;
+}
+
+static inline const NanoManifest *node_manifest(const Node *n)
+{
+        return n->kind == NODE_DIR ? n->tree->mnf->m : n->kind == NODE_SYMLINK ? n->mnf->m : NULL;
+}
+
+/* Inode numbers are derived from the key, so a readdir can give the same d_ino that a later stat
+ * shows, without creating nodes for entries no one looks up. (A rare hash collision moves the
+ * second node to the next free number; only its d_ino then differs.) */
+uint64_t ino_of_name(const char *name);
+uint64_t ino_of_entry(const Tree *t, uint32_t idx);
+uint64_t ino_of_tree_root(const char *view, const uint8_t id[32]);
+
+/* Attributes of a node; root and name directories look at the refs. */
+int node_stat(NanoFuse *f, const Node *n, struct stat *ret);
+double node_attr_timeout(const Node *n);
+
+/* A name directory: its versions' count and its mtime; -ENOENT once it has no version. */
+int name_dir_stat(NanoFuse *f, const char *name, struct stat *ret);
+
+/* ---- fuse.c */
+
+/* The last error libfuse logged (e.g. why mounting failed), for the caller's message; "" if none. */
+const char *nano_fuse_last_error(void);
