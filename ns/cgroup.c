@@ -751,8 +751,8 @@ void ns_probe_cgroups(NanoProbe *p, const NanoProbeConfig *c, int procfd)
         _cleanup_free_ char *mountinfo = NULL, *self_cgroup = NULL;
         bool any_v1 = false;
 
-        (void)read_file_at(procfd, "self/mountinfo", 4u << 20, &mountinfo, NULL);
-        (void)read_file_at(procfd, "self/cgroup", 1u << 20, &self_cgroup, NULL);
+        (void)ns_read_alloc_at(procfd, "self/mountinfo", 4u << 20, &mountinfo);
+        (void)ns_read_alloc_at(procfd, "self/cgroup", 1u << 20, &self_cgroup);
 
         probe_v2(p, c, mountinfo, self_cgroup);
         probe_v1(p, c, mountinfo, self_cgroup);

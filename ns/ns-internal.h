@@ -19,6 +19,10 @@ int ns_write_at(int dirfd, const char *path, const char *s, bool trunc);
 /* Reads at most size - 1 bytes of a file, NUL-terminated. Returns the length. */
 ssize_t ns_read_at(int dirfd, const char *path, char *buf, size_t size);
 
+/* Reads a whole file of unknown size (procfs), at most about max bytes, NUL-terminated. Allocates:
+ * for the parent only. */
+int ns_read_alloc_at(int dirfd, const char *path, size_t max, char **ret);
+
 /* Parses a decimal u64 at the start of s (after blanks), up to a blank, newline or NUL. */
 int ns_parse_u64(const char *s, uint64_t *ret);
 

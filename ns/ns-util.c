@@ -151,3 +151,43 @@ void ns_unescape_octal(char *s)
         }
         *w = 0;
 }
+
+int ns_read_alloc_at(int dirfd, const char *path, size_t max, char **ret)
+{
+        _cleanup_close_ int fd = -EBADF;
+        _cleanup_free_ char *buf = NULL;
+        size_t size = 0, len = 0;
+
+        /* procfs and cgroupfs files say they are empty: read until EOF, growing the buffer. */
+        fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return -errno;
+        for (;;) {
+                ssize_t n;
+
+                if (len + 1 >= size) {
+                        size_t nsize = size ? size * 2 : 16384;
+                        char *nbuf;
+
+                        if (size > max)
+                                return -EFBIG;
+                        nbuf = realloc(buf, nsize);
+                        if (!nbuf)
+                                return -ENOMEM;
+                        buf = nbuf;
+                        size = nsize;
+                }
+                n = read(fd, buf + len, size - len - 1);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (n == 0)
+                        break;
+                len += (size_t)n;
+        }
+        buf[len] = 0;
+        *ret = TAKE_PTR(buf);
+        return 0;
+}
