@@ -536,6 +536,13 @@ int nano_mount_run(NanoStore *s, const char *mountpoint, const NanoFuseOptions *
                 const char *why = nano_fuse_last_error();
                 if (why[0])
                         nano_error_set(err, r, "cannot mount on '%s': %s", mountpoint, why);
+                else if (r == -EPERM && access(mountpoint, W_OK) < 0)
+                        nano_error_set(err, r, "cannot mount on '%s': fusermount3 needs write access to it",
+                                       mountpoint);
+                else if (r == -EPERM)
+                        nano_error_set(err, r,
+                                       "cannot mount on '%s': fusermount3 refused (its reason is logged)",
+                                       mountpoint);
                 else
                         nano_error_set(err, r, "cannot mount on '%s': %m", mountpoint);
                 goto finish;
@@ -636,6 +643,12 @@ _noreturn_ static void daemon_main(NanoStore *s, const char *mountpoint, const N
         pid_t other = 0;
         int r, null, log_fd;
 
+        /* The daemon leaves the caller's directory: a relative NANO_HOME must not depend on it. */
+        char *home = realpath(s->home, NULL);
+        if (home) {
+                free(s->home);
+                s->home = home;
+        }
         close_inherited_fds(s, fd);
         /* `nano mount` may be gone (killed while waiting): its pipe must not kill us. */
         (void)signal(SIGPIPE, SIG_IGN);
