@@ -98,7 +98,7 @@ int nano_mount_run(NanoStore *s, const char *mountpoint, const NanoFuseOptions *
 /* Starts the daemon in the background (double fork, setsid, stdin and stdout on /dev/null, stderr
  * appended to $NANO_HOME/mount.log) and returns once its mount answers, with its pid. Bounded: fails
  * if the daemon is not ready within 30 s. -EALREADY if another daemon of this store runs (its pid in
- * *ret_pid). */
+ * *ret_pid). The daemon is forked, not exec'ed: call this from a single-threaded process. */
 int nano_mount_start(NanoStore *s, const char *mountpoint, const NanoFuseOptions *o, pid_t *ret_pid,
                      NanoError *err);
 
