@@ -82,7 +82,7 @@ typedef struct NanoMountStatus {
 int nano_mount_canonicalize(const char *mountpoint, char **ret);
 
 /* Examines mountpoint (absolute) and the daemon of the store at home. Does not block on a live
- * mount other than for one stat() of its root. */
+ * mount other than for one statfs() of it (which a dead mount answers at once with ENOTCONN). */
 int nano_mount_status(const char *home, const char *mountpoint, NanoMountStatus *ret);
 
 /* Unmounts a dead mount lazily (umount2(MNT_DETACH), else `fusermount3 -u -z`), then waits (at most

@@ -13,6 +13,7 @@
 #include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -276,7 +277,7 @@ int nano_mount_status(const char *home, const char *mountpoint, NanoMountStatus 
         NanoMountStatus st = {};
         DaemonInfo d;
         char fstype[64];
-        struct stat sb;
+        struct statvfs sv;
         int r;
 
         snprintf(st.mountpoint, sizeof st.mountpoint, "%s", mountpoint);
@@ -294,9 +295,10 @@ int nano_mount_status(const char *home, const char *mountpoint, NanoMountStatus 
                 st.state = NANO_MOUNT_NONE; /* nothing, or a plain filesystem we may mount over */
         else if (!streq(fstype, "fuse.nano"))
                 st.state = NANO_MOUNT_FOREIGN;
-        else if (stat(mountpoint, &sb) < 0)
-                /* ENOTCONN: the daemon died and the kernel aborted the connection. Anything else
-                 * (EACCES: someone else's mount) is not ours to clean. */
+        else if (statvfs(mountpoint, &sv) < 0)
+                /* statfs, not stat: the kernel may answer a stat from its attribute cache after the
+                 * daemon died, while statfs always asks the daemon. ENOTCONN: the daemon is gone and
+                 * the kernel aborted the connection. Anything else is not ours to clean. */
                 st.state = errno == ENOTCONN ? NANO_MOUNT_STALE : NANO_MOUNT_FOREIGN;
         else if (d.alive && streq(d.mountpoint, mountpoint))
                 st.state = NANO_MOUNT_LIVE;
