@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -19,7 +20,7 @@
 
 /* A file's content read in one piece (small files): shared by its chunk jobs. */
 typedef struct Buffer {
-        unsigned refs; /* under Importer.lock */
+        atomic_uint refs;
         uint8_t data[];
 } Buffer;
 
@@ -38,7 +39,7 @@ typedef struct Job {
 
 struct Object {
         Object *prev, *next; /* live objects */
-        int fd;
+        int fd;              /* created by the first thread that writes to the object */
         char tmp[64];
         NanoBlobWriter *writer;
         uint8_t digest[32];
@@ -63,6 +64,8 @@ struct Importer {
         pthread_cond_t cond_space; /* inflight went down, or failure */
         pthread_cond_t cond_done;  /* an object was finished, or failure */
         Job *queue_head, *queue_tail;
+        unsigned idle_workers;  /* waiting on cond_work: only then is a signal worth a wake-up */
+        bool producer_waiting;  /* waiting on cond_space */
         unsigned inflight;
         Object *live;
         unsigned n_live;
@@ -119,15 +122,18 @@ static void fail_locked(Importer *imp, int r)
         pthread_cond_broadcast(&imp->cond_done);
 }
 
+static void buffer_unref(Buffer *b)
+{
+        if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) == 1)
+                free(b);
+}
+
 static void job_free_data(Importer *imp, Job *j)
 {
-        if (j->buf) {
-                pthread_mutex_lock(&imp->lock);
-                bool last = --j->buf->refs == 0;
-                pthread_mutex_unlock(&imp->lock);
-                if (last)
-                        free(j->buf);
-        } else
+        (void)imp;
+        if (j->buf)
+                buffer_unref(j->buf);
+        else
                 free((void *)j->data);
         j->data = NULL;
         j->buf = NULL;
@@ -147,9 +153,33 @@ static void object_discard(Importer *imp, Object *o)
                 if (o->ready[i])
                         job_free(imp, o->ready[i]);
         nano_blob_writer_free(o->writer);
-        safe_close(o->fd);
-        (void)unlinkat(imp->store->tmp_fd, o->tmp, 0);
+        if (o->fd >= 0) {
+                safe_close(o->fd);
+                if (o->tmp[0])
+                        (void)unlinkat(imp->store->tmp_fd, o->tmp, 0);
+        }
         free(o);
+}
+
+/* Creates the object's temporary file. Only the thread that writes the object calls it, so the
+ * producer never waits on file creation. */
+static int object_open(Importer *imp, Object *o)
+{
+        int r;
+
+        o->fd = nano_store_objfile(imp->store, o->tmp);
+        if (o->fd < 0) {
+                r = o->fd;
+                o->fd = -EBADF;
+                return r;
+        }
+        r = nano_blob_writer_new(o->fd, imp->chunk_shift, &o->writer);
+        if (r < 0) {
+                o->fd = safe_close(o->fd);
+                if (o->tmp[0])
+                        (void)unlinkat(imp->store->tmp_fd, o->tmp, 0);
+        }
+        return r;
 }
 
 static void unlink_live_locked(Importer *imp, Object *o)
@@ -169,24 +199,27 @@ static void unlink_live_locked(Importer *imp, Object *o)
 static void object_finalize(Importer *imp, Object *o)
 {
         char path[NANO_FANOUT_PATH_SIZE];
-        int64_t size;
-        int r;
+        int64_t size = 0;
+        int r = 0;
 
-        size = nano_blob_writer_finish(o->writer);
-        r = size < 0 ? (int)size : 0;
+        if (!o->writer)
+                r = object_open(imp, o); /* an empty object: nothing was written yet */
+        if (r >= 0) {
+                size = nano_blob_writer_finish(o->writer);
+                r = size < 0 ? (int)size : 0;
+        }
         o->writer = nano_blob_writer_free(o->writer);
-        if (r >= 0 && close(o->fd) < 0)
-                r = -errno;
-        o->fd = -EBADF;
         if (r >= 0) {
                 nano_fanout_path(o->digest, path);
-                r = nano_store_publish(imp->store, o->tmp, imp->store->objects_fd, path, (uint64_t)size);
+                r = nano_store_publish_fd(imp->store, o->fd, o->tmp, imp->store->objects_fd, path, (uint64_t)size);
         }
+        o->fd = safe_close(o->fd);
 
         pthread_mutex_lock(&imp->lock);
         if (r < 0) {
                 char id[NANO_ID_STRING_SIZE];
-                nano_error_set(imp->err, r, "cannot store object '%s': %m", nano_id_format(o->digest, id));
+                nano_error_set(imp->err, r, "cannot store object '%s' in '%s/store': %m", nano_id_format(o->digest, id),
+                               nano_store_home(imp->store));
                 fail_locked(imp, r);
         } else if (r > 0) {
                 imp->result.new_objects++;
@@ -194,7 +227,7 @@ static void object_finalize(Importer *imp, Object *o)
         }
         unlink_live_locked(imp, o);
         pthread_mutex_unlock(&imp->lock);
-        if (r < 0)
+        if (r < 0 && o->tmp[0])
                 (void)unlinkat(imp->store->tmp_fd, o->tmp, 0);
         free(o);
 }
@@ -212,18 +245,22 @@ static bool object_drain_locked(Importer *imp, Object *o)
                 int failed = imp->failed, r;
                 o->ready[o->n_written % INFLIGHT_MAX] = NULL;
                 pthread_mutex_unlock(&imp->lock);
-                r = failed ? failed : nano_blob_writer_add_frame(o->writer, j->frame, j->frame_size, j->len);
+                r = failed ? failed : o->writer ? 0 : object_open(imp, o);
+                if (r >= 0)
+                        r = nano_blob_writer_add_frame(o->writer, j->frame, j->frame_size, j->len);
                 free(j->frame);
                 free(j);
                 pthread_mutex_lock(&imp->lock);
                 if (r < 0) {
                         if (!imp->failed)
-                                nano_error_set(imp->err, r, "cannot write to the store: %m");
+                                nano_error_set(imp->err, r, "cannot write to the store in '%s/store': %m",
+                                               nano_store_home(imp->store));
                         fail_locked(imp, r);
                 }
                 o->n_written++;
                 imp->inflight--;
-                pthread_cond_broadcast(&imp->cond_space);
+                if (imp->producer_waiting)
+                        pthread_cond_signal(&imp->cond_space);
         }
         o->writing = false;
         if (o->sealed && o->n_written == o->n_submitted && !imp->failed) {
@@ -247,8 +284,11 @@ static void *worker(void *userdata)
         }
         for (;;) {
                 Job *j;
-                while (!imp->queue_head && !imp->stop)
+                while (!imp->queue_head && !imp->stop) {
+                        imp->idle_workers++;
                         pthread_cond_wait(&imp->cond_work, &imp->lock);
+                        imp->idle_workers--;
+                }
                 if (imp->stop)
                         break;
                 j = imp->queue_head;
@@ -385,8 +425,11 @@ static int reserve(Importer *imp, unsigned n)
         int r;
 
         pthread_mutex_lock(&imp->lock);
-        while (imp->inflight + n > INFLIGHT_MAX && !imp->failed)
+        while (imp->inflight + n > INFLIGHT_MAX && !imp->failed) {
+                imp->producer_waiting = true;
                 pthread_cond_wait(&imp->cond_space, &imp->lock);
+                imp->producer_waiting = false;
+        }
         r = imp->failed;
         if (r == 0)
                 imp->inflight += n;
@@ -402,27 +445,13 @@ static void unreserve(Importer *imp, unsigned n)
         pthread_mutex_unlock(&imp->lock);
 }
 
-static int object_new(Importer *imp, const char *display, Object **ret)
+static int object_new(Importer *imp, Object **ret)
 {
         Object *o = calloc(1, sizeof *o);
-        int r;
 
         if (!o)
-                return -ENOMEM;
-        o->fd = nano_store_tmpfile(imp->store, o->tmp);
-        if (o->fd < 0) {
-                r = o->fd;
-                free(o);
-                return nano_error_set(imp->err, r, "cannot create a temporary file in '%s/store/tmp': %m",
-                                      nano_store_home(imp->store));
-        }
-        r = nano_blob_writer_new(o->fd, imp->chunk_shift, &o->writer);
-        if (r < 0) {
-                safe_close(o->fd);
-                (void)unlinkat(imp->store->tmp_fd, o->tmp, 0);
-                free(o);
-                return nano_error_set(imp->err, r, "cannot write to the store (while importing %s): %m", display);
-        }
+                return nano_error_set(imp->err, ENOMEM, "out of memory");
+        o->fd = -EBADF;
         pthread_mutex_lock(&imp->lock);
         o->next = imp->live;
         if (o->next)
@@ -441,16 +470,17 @@ static void submit(Importer *imp, Object *o, const uint8_t *data, size_t len, Bu
         j->data = data;
         j->len = len;
         j->buf = buf;
+        if (buf)
+                atomic_fetch_add_explicit(&buf->refs, 1, memory_order_relaxed);
         pthread_mutex_lock(&imp->lock);
         j->idx = o->n_submitted++;
-        if (buf)
-                buf->refs++;
         if (imp->queue_tail)
                 imp->queue_tail->next = j;
         else
                 imp->queue_head = j;
         imp->queue_tail = j;
-        pthread_cond_signal(&imp->cond_work);
+        if (imp->idle_workers > 0)
+                pthread_cond_signal(&imp->cond_work);
         pthread_mutex_unlock(&imp->lock);
 }
 
@@ -493,7 +523,7 @@ static int add_regular(Importer *imp, const char *path, const char *display, con
 /* Small content held whole in buf (owned): stores it unless the store has it already. */
 static int store_buffer(Importer *imp, const char *display, Buffer *buf, size_t size, const uint8_t digest[32])
 {
-        Object *o;
+        Object *o = NULL;
         unsigned n_chunks = (unsigned)DIV_ROUND_UP(size, imp->chunk_size);
         int r;
 
@@ -507,14 +537,14 @@ static int store_buffer(Importer *imp, const char *display, Buffer *buf, size_t 
                 free(buf);
                 return r;
         }
-        r = object_new(imp, display, &o);
+        r = object_new(imp, &o);
         if (r < 0) {
                 unreserve(imp, n_chunks);
                 free(buf);
                 return r;
         }
-        /* The buffer holds one reference for the producer while it submits, dropped below. */
-        buf->refs = 1;
+        /* The producer holds one reference while it submits, dropped below. */
+        atomic_init(&buf->refs, 1);
         for (size_t off = 0; off < size; off += imp->chunk_size) {
                 Job *j = calloc(1, sizeof *j);
                 if (!j) {
@@ -522,19 +552,13 @@ static int store_buffer(Importer *imp, const char *display, Buffer *buf, size_t 
                         unreserve(imp, n_chunks - (unsigned)(off / imp->chunk_size));
                         pthread_mutex_lock(&imp->lock);
                         fail_locked(imp, -ENOMEM);
-                        bool last = --buf->refs == 0;
                         pthread_mutex_unlock(&imp->lock);
-                        if (last)
-                                free(buf);
+                        buffer_unref(buf);
                         return nano_error_set(imp->err, ENOMEM, "out of memory");
                 }
                 submit(imp, o, buf->data + off, MIN(imp->chunk_size, size - off), buf, j);
         }
-        pthread_mutex_lock(&imp->lock);
-        bool last = --buf->refs == 0;
-        pthread_mutex_unlock(&imp->lock);
-        if (last)
-                free(buf);
+        buffer_unref(buf);
         return seal(imp, o, digest);
 }
 
@@ -559,13 +583,13 @@ static ssize_t read_exact(ImportReadFn fn, void *userdata, uint8_t *buf, size_t 
 static int store_stream(Importer *imp, const char *display, ImportReadFn fn, void *userdata, int64_t size,
                         const uint8_t *expect, uint8_t ret_digest[32], uint64_t *ret_size)
 {
-        Object *o;
+        Object *o = NULL;
         uint64_t total = 0;
         uint8_t digest[32];
         unsigned dlen = 32;
         int r;
 
-        r = object_new(imp, display, &o);
+        r = object_new(imp, &o);
         if (r < 0)
                 return r;
         EVP_DigestInit_ex(imp->sha, EVP_sha256(), NULL);

@@ -160,6 +160,7 @@ int nano_store_open(const char *home, NanoStore **ret, NanoError *err)
                 return -ENOMEM;
         s->n_ref = 1;
         s->store_fd = s->objects_fd = s->manifests_fd = s->refs_fd = s->tmp_fd = s->lock_fd = -EBADF;
+        s->anon_files = -1;
 
         r = open_home(home, &s->home);
         if (r < 0)
@@ -242,6 +243,25 @@ static int rename_noreplace(int olddirfd, const char *oldpath, int newdirfd, con
         return 0;
 }
 
+/* Copies all of src (from offset 0) to dst: the slow way out of an anonymous file. */
+static int copy_file(int src, int dst)
+{
+        uint8_t buf[65536];
+        off_t off = 0;
+
+        for (;;) {
+                ssize_t n = pread_full(src, buf, sizeof buf, off);
+                if (n < 0)
+                        return (int)n;
+                if (n == 0)
+                        return 0;
+                int r = write_all(dst, buf, (size_t)n);
+                if (r < 0)
+                        return r;
+                off += n;
+        }
+}
+
 int nano_store_publish(NanoStore *s, const char *name, int dirfd, const char *path, uint64_t expect_size)
 {
         int r = rename_noreplace(s->tmp_fd, name, dirfd, path);
@@ -268,6 +288,80 @@ int nano_store_publish(NanoStore *s, const char *name, int dirfd, const char *pa
                 return r;
         }
         return 1;
+}
+
+int nano_store_objfile(NanoStore *s, char name[64])
+{
+        int fd;
+
+        if (__atomic_load_n(&s->anon_files, __ATOMIC_RELAXED) != 0) {
+                fd = openat(s->tmp_fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0444);
+                if (fd >= 0) {
+                        name[0] = '\0';
+                        return fd;
+                }
+                /* Filesystems without O_TMPFILE say so in several ways; fall back to names. */
+                if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL && errno != ENOENT)
+                        return -errno;
+                __atomic_store_n(&s->anon_files, 0, __ATOMIC_RELAXED);
+        }
+        return nano_store_tmpfile(s, name);
+}
+
+/* linkat() of an anonymous file needs its /proc/self/fd path (AT_EMPTY_PATH needs a capability). */
+static int link_anon(int fd, int dirfd, const char *path)
+{
+        char proc[32];
+
+        snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+        return linkat(AT_FDCWD, proc, dirfd, path, AT_SYMLINK_FOLLOW) < 0 ? -errno : 0;
+}
+
+int nano_store_publish_fd(NanoStore *s, int fd, const char *name, int dirfd, const char *path,
+                          uint64_t expect_size)
+{
+        char tmp[64];
+        struct stat st;
+        int r;
+
+        if (name[0])
+                return nano_store_publish(s, name, dirfd, path, expect_size);
+
+        r = link_anon(fd, dirfd, path);
+        if (r == -ENOENT && strchr(path, '/')) {
+                char dir[3] = { path[0], path[1], 0 };
+                r = mkdirat_ok(dirfd, dir, 0755);
+                if (r >= 0)
+                        r = link_anon(fd, dirfd, path);
+        }
+        if (r == -EEXIST) {
+                /* As in nano_store_publish(): a file of another size under the name is damaged and is
+                 * replaced, through a name in tmp/ since only rename() replaces atomically. */
+                if (expect_size == 0 || fstatat(dirfd, path, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode) ||
+                    (uint64_t)st.st_size == expect_size)
+                        return 0;
+                snprintf(tmp, sizeof tmp, "r%ld.%llx", (long)getpid(), (unsigned long long)now_ns());
+                r = link_anon(fd, s->tmp_fd, tmp);
+                if (r < 0)
+                        return r;
+                return nano_store_publish(s, tmp, dirfd, path, expect_size);
+        }
+        if (r == -ENOENT) {
+                /* No /proc here (a bare chroot, a namespace without it): use names from now on. */
+                __atomic_store_n(&s->anon_files, 0, __ATOMIC_RELAXED);
+                r = nano_store_tmpfile(s, tmp);
+                if (r < 0)
+                        return r;
+                int nfd = r;
+                r = copy_file(fd, nfd);
+                safe_close(nfd);
+                if (r < 0) {
+                        (void)unlinkat(s->tmp_fd, tmp, 0);
+                        return r;
+                }
+                return nano_store_publish(s, tmp, dirfd, path, expect_size);
+        }
+        return r < 0 ? r : 1;
 }
 
 bool nano_store_has_object(NanoStore *s, const uint8_t digest[32], uint64_t size)

@@ -20,6 +20,7 @@ struct NanoStore {
         int refs_fd;      /* store/refs */
         int tmp_fd;       /* store/tmp */
         int lock_fd;      /* store/lock */
+        int anon_files;   /* O_TMPFILE + linkat through /proc works: 1, does not: 0, unknown: -1 */
 };
 
 /* "ab/cdef…" for a digest: the fan-out path under objects/ or manifests/ (68 bytes with NUL). */
@@ -37,6 +38,15 @@ void nano_store_unlock(NanoStore *s);
 
 /* A new temporary file in tmp/ (O_RDWR, mode 0444 once finished); name gets its name. */
 int nano_store_tmpfile(NanoStore *s, char name[64]);
+/* A new file for an object, opened O_RDWR. Where the filesystem allows, it is anonymous (O_TMPFILE:
+ * name[0] is then '\0'), so a crash leaves nothing behind and publishing it is one link; else it is
+ * named tmp/<name>. */
+int nano_store_objfile(NanoStore *s, char name[64]);
+/* Publishes a file from nano_store_objfile() as dirfd/path, like nano_store_publish(). The fd is not
+ * closed; a named file is removed from tmp/ either way. */
+int nano_store_publish_fd(NanoStore *s, int fd, const char *name, int dirfd, const char *path,
+                          uint64_t expect_size);
+
 /* Moves tmp/<name> to dirfd/<path> without replacing a sound file; 1 if it landed, 0 if the target
  * existed (the temporary file is then removed), -errno on failure (the temporary file is removed
  * too). An existing target whose size is not expect_size is damaged and is replaced (0: never).
