@@ -132,6 +132,15 @@ static int open_mount_point(Root *x, const char *target, bool dir, int *ret)
                 if (last)
                         break;
         }
+        /* O_PATH | O_NOFOLLOW opens a symbolic link itself rather than failing: refuse it here. */
+        if (!dir) {
+                struct stat st;
+                if (fstat(cur, &st) < 0)
+                        return nano_error_set(x->e, errno, "mount point '%s': %m", target);
+                if (S_ISLNK(st.st_mode))
+                        return nano_error_set(x->e, ELOOP, "mount point '%s': %m (a symbolic link is in the way)",
+                                              target);
+        }
         *ret = TAKE_FD(cur);
         return 0;
 }
