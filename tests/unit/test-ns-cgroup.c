@@ -44,7 +44,7 @@ static int group_teardown(void **state)
         return 0;
 }
 
-static void mkdir_p(const char *path)
+_unused_ static void mkdir_p(const char *path)
 {
         char buf[PATH_MAX];
 
@@ -58,7 +58,7 @@ static void mkdir_p(const char *path)
         assert_true(mkdir(buf, 0755) == 0 || errno == EEXIST);
 }
 
-static void put(const char *dir, const char *name, const char *content)
+_unused_ static void put(const char *dir, const char *name, const char *content)
 {
         char path[PATH_MAX];
         int fd;
@@ -72,7 +72,7 @@ static void put(const char *dir, const char *name, const char *content)
 }
 
 /* Content of dir/name, in a static buffer. */
-static const char *get(const char *dir, const char *name)
+_unused_ static const char *get(const char *dir, const char *name)
 {
         static char buf[4096];
         char path[PATH_MAX];
@@ -89,13 +89,15 @@ static const char *get(const char *dir, const char *name)
         return buf;
 }
 
-static bool exists(const char *dir, const char *name)
+_unused_ static bool exists(const char *dir, const char *name)
 {
         char path[PATH_MAX];
 
         PATHF(path, "%s/%s", dir, name);
         return access(path, F_OK) == 0;
 }
+
+#if HAVE_CGROUPS
 
 /* A v2 instance cgroup as the kernel would create it (mkdir makes the files in cgroupfs; here we do). */
 static void fake_v2_child(const char *dir)
@@ -432,7 +434,9 @@ static void test_real(void **state)
         assert_int_equal(e.error, 0);
 }
 
-_unused_ static void test_stub(void **state)
+#else
+
+static void test_stub(void **state)
 {
         NanoCgroup *cg = NULL;
         NanoError e = {};
@@ -441,6 +445,8 @@ _unused_ static void test_stub(void **state)
                          -EOPNOTSUPP);
         assert_string_equal(e.message, "nano was built without cgroup support");
 }
+
+#endif
 
 int main(void)
 {

@@ -41,7 +41,7 @@ static int group_teardown(void **state)
         return 0;
 }
 
-static void mkdir_p(const char *path)
+_unused_ static void mkdir_p(const char *path)
 {
         char buf[PATH_MAX];
 
@@ -56,7 +56,7 @@ static void mkdir_p(const char *path)
 }
 
 /* Writes tmpdir/rel (creating its directories). */
-static void put(const char *rel, const char *content)
+_unused_ static void put(const char *rel, const char *content)
 {
         char path[PATH_MAX];
         int fd;
