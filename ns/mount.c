@@ -45,7 +45,6 @@ typedef struct Root {
         const NanoNsConfig *c;
         NanoError *e;
         char base[PATH_MAX]; /* where the new root is mounted, in the host's view */
-        size_t base_len;
         int base_fd;         /* the new root, once mounted */
         int host_root_fd;
         int store_fd, release_fd, instance_fd;
@@ -537,7 +536,6 @@ int nano_ns_setup_root(const NanoNsConfig *c, NanoError *e)
                 return nano_error_set(e, errno, "staging directory '%s': %m", staging);
         if (streq(x.base, "/"))
                 return nano_error_set(e, EINVAL, "staging directory '%s': cannot be '/'", staging);
-        x.base_len = strlen(x.base);
 
         /* 2. Mount events of the host still reach us (a store mounted later), ours never reach it. */
         if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)

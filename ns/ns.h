@@ -131,7 +131,8 @@ typedef struct NanoProbe {
         NanoCgroupPlace cgroup;          /* the choice: v2 when usable, else v1, else NONE */
 } NanoProbe;
 
-/* [parent] Fills ret (always: a failed check is a fact, not an error). Forks twice for the namespace
+/* [parent] Fills ret (always: a failed check is a fact, not an error). NanoProbe is about 50 KiB:
+ * allocate it rather than put it on a small stack. Forks twice for the namespace
  * trials unless c->no_fork. Returns 0, or -errno only if ret is NULL. */
 int nano_probe(const NanoProbeConfig *c, NanoProbe *ret);
 

@@ -120,15 +120,24 @@ int nano_rlimit_parse(const char *s, NanoRlimit *ret, NanoError *e)
         return 0;
 }
 
+static const char *format_rlim(rlim_t v, char buf[static 24])
+{
+        if (v == RLIM_INFINITY)
+                return "unlimited";
+        snprintf(buf, 24, "%llu", (unsigned long long)v);
+        return buf;
+}
+
 int nano_rlimits_apply(const NanoRlimit *l, size_t n, NanoError *e)
 {
         for (size_t i = 0; i < n; i++) {
                 struct rlimit rl = { .rlim_cur = l[i].soft, .rlim_max = l[i].hard };
                 const char *name = nano_rlimit_to_string(l[i].resource);
+                char soft[24], hard[24];
 
                 if (setrlimit(l[i].resource, &rl) < 0)
-                        return nano_error_set(e, errno, "setrlimit %s %llu:%llu: %m", name ? name : "?",
-                                              (unsigned long long)l[i].soft, (unsigned long long)l[i].hard);
+                        return nano_error_set(e, errno, "setrlimit %s %s:%s: %m", name ? name : "?",
+                                              format_rlim(l[i].soft, soft), format_rlim(l[i].hard, hard));
         }
         return 0;
 }

@@ -464,6 +464,12 @@ int nano_seccomp_prepare(const NanoSeccompProfile *profile, const char *cache_di
 
         if (!ret)
                 return nano_error_set(e, EINVAL, "seccomp: no program to fill");
+        /* The parser refuses such a profile; one built by hand would give a filter that denies nothing. */
+        if (profile && !profile->include_default && profile->n_entries == 0)
+                return nano_error_set(e, EINVAL, "seccomp profile: denies nothing (no system call, no @default)");
+        if (profile && profile->n_entries > NANO_SECCOMP_PROFILE_MAX_ENTRIES)
+                return nano_error_set(e, E2BIG, "seccomp profile: more than %u system calls",
+                                      NANO_SECCOMP_PROFILE_MAX_ENTRIES);
 
         if (cache_dir) {
                 dirfd = open_cache_dir(cache_dir, e);
