@@ -44,8 +44,8 @@ int nano_caps_drop_all(NanoError *e)
                         if (b <= 0) /* already out, or not a capability of this kernel */
                                 continue;
                         if (cap_drop_bound((cap_value_t)c) < 0)
-                                return nano_error_set(e, errno, "drop capability %d from the bounding set: %m",
-                                                      c);
+                                return nano_error_set(e, errno,
+                                                      "drop capability %d from the bounding set: %m", c);
                 }
         }
         /* Without CAP_SETPCAP we cannot touch the bounding set, and need not: we hold no capability, and
@@ -57,7 +57,8 @@ int nano_caps_drop_all(NanoError *e)
         if (cap_clear(caps) < 0)
                 return nano_error_set(e, errno, "clear the capability set: %m");
         if (cap_set_proc(caps) < 0)
-                return nano_error_set(e, errno, "drop the effective, permitted and inheritable capabilities: %m");
+                return nano_error_set(e, errno,
+                                      "drop the effective, permitted and inheritable capabilities: %m");
 
         /* Trust, but verify: a silently partial drop is worse than a failed start. */
         now = cap_get_proc();

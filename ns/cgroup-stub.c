@@ -8,7 +8,7 @@
 
 const char *nano_cgroup_controller_to_string(NanoCgroupController c)
 {
-        static const char *const names[] = { "memory", "pids", "cpu" };
+        static const char *const names[] = {"memory", "pids", "cpu"};
         return (unsigned)c < ELEMENTSOF(names) ? names[c] : NULL;
 }
 
@@ -53,5 +53,5 @@ void ns_probe_cgroups(NanoProbe *p, const NanoProbeConfig *c, int procfd)
         p->cgroup_v2 = p->cgroup_v1 = -EOPNOTSUPP;
         for (unsigned i = 0; i < _NANO_CGROUP_CONTROLLER_MAX; i++)
                 p->cgroup_v1_dirs[i].error = -EOPNOTSUPP;
-        p->cgroup = (NanoCgroupPlace){ .version = NANO_CGROUP_NONE };
+        p->cgroup = (NanoCgroupPlace){.version = NANO_CGROUP_NONE};
 }

@@ -75,7 +75,8 @@ static int cg_write(const NanoCgroup *cg, unsigned slot, const char *file, const
 {
         int r = ns_write_at(cg->fd[slot], file, value, true);
         if (r < 0)
-                return nano_error_set(e, r, "write '%s/%s/%s' (%s): %m", cg->parent[slot], cg->name, file, value);
+                return nano_error_set(e, r, "write '%s/%s/%s' (%s): %m", cg->parent[slot], cg->name, file,
+                                      value);
         return 0;
 }
 
@@ -137,7 +138,8 @@ static int cg_open_child(NanoCgroup *cg, unsigned i, bool create, NanoError *e)
                 if (cg->parent_fd[j] >= 0 && same_dir(cg->parent_fd[i], cg->parent_fd[j])) {
                         cg->fd[i] = fcntl(cg->fd[j], F_DUPFD_CLOEXEC, 3);
                         if (cg->fd[i] < 0)
-                                return nano_error_set(e, errno, "cgroup '%s/%s': %m", cg->parent[i], cg->name);
+                                return nano_error_set(e, errno, "cgroup '%s/%s': %m", cg->parent[i],
+                                                      cg->name);
                         return 0;
                 }
 
@@ -145,7 +147,8 @@ static int cg_open_child(NanoCgroup *cg, unsigned i, bool create, NanoError *e)
                 if (mkdirat(cg->parent_fd[i], cg->name, 0755) == 0)
                         cg->created[i] = true;
                 else if (errno != EEXIST)
-                        return nano_error_set(e, errno, "create the cgroup '%s/%s': %m", cg->parent[i], cg->name);
+                        return nano_error_set(e, errno, "create the cgroup '%s/%s': %m", cg->parent[i],
+                                              cg->name);
         }
         cg->fd[i] = openat(cg->parent_fd[i], cg->name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
         if (cg->fd[i] < 0)
@@ -155,7 +158,8 @@ static int cg_open_child(NanoCgroup *cg, unsigned i, bool create, NanoError *e)
         if (create && !cg->created[i]) {
                 n = ns_read_at(cg->fd[i], "cgroup.procs", procs, sizeof procs);
                 if (n < 0)
-                        return nano_error_set(e, (int)n, "read '%s/%s/cgroup.procs': %m", cg->parent[i], cg->name);
+                        return nano_error_set(e, (int)n, "read '%s/%s/cgroup.procs': %m", cg->parent[i],
+                                              cg->name);
                 if (procs[strspn(procs, " \n")] != 0)
                         return nano_error_set(e, EBUSY, "the cgroup '%s/%s' exists and has processes",
                                               cg->parent[i], cg->name);
@@ -185,17 +189,19 @@ static int v2_enable(NanoCgroup *cg, unsigned need, NanoError *e)
                 if (!(need & ~enabled & NANO_CGROUP_MASK(c)))
                         continue;
                 if (!(available & NANO_CGROUP_MASK(c)))
-                        return nano_error_set(e, EOPNOTSUPP, "the %s limit needs the %s controller, which the "
-                                              "cgroup '%s' does not have", controller_names[c],
-                                              controller_names[c], cg->parent[0]);
+                        return nano_error_set(e, EOPNOTSUPP,
+                                              "the %s limit needs the %s controller, which the "
+                                              "cgroup '%s' does not have",
+                                              controller_names[c], controller_names[c], cg->parent[0]);
                 strcat(add, add[0] ? " +" : "+");
                 strcat(add, controller_names[c]);
         }
         n = ns_write_at(cg->parent_fd[0], "cgroup.subtree_control", add, false);
         if (n == -EBUSY)
-                return nano_error_set(e, EBUSY, "enable '%s' in '%s/cgroup.subtree_control': %m (the cgroup has "
-                                      "processes of its own: nano needs a delegated cgroup without)", add,
-                                      cg->parent[0]);
+                return nano_error_set(e, EBUSY,
+                                      "enable '%s' in '%s/cgroup.subtree_control': %m (the cgroup has "
+                                      "processes of its own: nano needs a delegated cgroup without)",
+                                      add, cg->parent[0]);
         if (n < 0)
                 return nano_error_set(e, (int)n, "enable '%s' in '%s/cgroup.subtree_control': %m", add,
                                       cg->parent[0]);
@@ -244,7 +250,8 @@ static int v1_limits(NanoCgroup *cg, const NanoCgroupLimits *l, NanoError *e)
                  * it may not be below. */
                 r = ns_write_at(cg->fd[NANO_CGROUP_MEMORY], "memory.memsw.limit_in_bytes", "", false);
                 if (r != -ENOENT) {
-                        r = cg_write_u64(cg, NANO_CGROUP_MEMORY, "memory.memsw.limit_in_bytes", l->memory_max, e);
+                        r = cg_write_u64(cg, NANO_CGROUP_MEMORY, "memory.memsw.limit_in_bytes",
+                                         l->memory_max, e);
                         if (r < 0)
                                 return r;
                 }
@@ -301,7 +308,8 @@ int nano_cgroup_create(const NanoCgroupPlace *place, const char *name, const Nan
         if (cg->version == NANO_CGROUP_V1)
                 for (unsigned c = 0; c < _NANO_CGROUP_CONTROLLER_MAX; c++)
                         if ((need & NANO_CGROUP_MASK(c)) && cg->parent_fd[c] < 0)
-                                return nano_error_set(e, EOPNOTSUPP, "the %s limit needs a delegated cgroup v1 "
+                                return nano_error_set(e, EOPNOTSUPP,
+                                                      "the %s limit needs a delegated cgroup v1 "
                                                       "directory for the %s controller, and there is none",
                                                       controller_names[c], controller_names[c]);
         if (cg->version == NANO_CGROUP_V2 && need) {
@@ -403,7 +411,8 @@ static int read_value(const NanoCgroup *cg, unsigned slot, const char *file, boo
                 return nano_error_set(e, (int)n, "read '%s/%s/%s': %m", cg->parent[slot], cg->name, file);
         r = limit ? parse_limit(buf, ret) : ns_parse_u64(buf, ret);
         if (r < 0)
-                return nano_error_set(e, r, "read '%s/%s/%s': unexpected content", cg->parent[slot], cg->name, file);
+                return nano_error_set(e, r, "read '%s/%s/%s': unexpected content", cg->parent[slot],
+                                      cg->name, file);
         return 1;
 }
 
@@ -424,8 +433,8 @@ static int read_keyed(const NanoCgroup *cg, unsigned slot, const char *file, con
         for (size_t i = 0; i < n; i++) {
                 int r = ns_keyed_u64(buf, keys[i], rets[i]);
                 if (r < 0 && r != -ENOENT)
-                        return nano_error_set(e, r, "read '%s/%s/%s': bad '%s' line", cg->parent[slot], cg->name,
-                                              file, keys[i]);
+                        return nano_error_set(e, r, "read '%s/%s/%s': bad '%s' line", cg->parent[slot],
+                                              cg->name, file, keys[i]);
         }
         return 0;
 }
@@ -444,8 +453,8 @@ static int v2_read(const NanoCgroup *cg, NanoCgroupState *s, NanoError *e)
         if (r >= 0)
                 r = read_value(cg, 0, "memory.current", false, &s->memory_current, e);
         if (r >= 0)
-                r = read_keyed(cg, 0, "memory.events", (const char *const[]){ "oom", "oom_kill" },
-                               (uint64_t *const[]){ &s->memory_oom, &s->memory_oom_kill }, 2, e);
+                r = read_keyed(cg, 0, "memory.events", (const char *const[]){"oom", "oom_kill"},
+                               (uint64_t *const[]){&s->memory_oom, &s->memory_oom_kill}, 2, e);
         if (r >= 0)
                 r = read_value(cg, 0, "pids.max", true, &s->pids_max, e);
         if (r > 0)
@@ -453,8 +462,8 @@ static int v2_read(const NanoCgroup *cg, NanoCgroupState *s, NanoError *e)
         if (r >= 0)
                 r = read_value(cg, 0, "pids.current", false, &s->pids_current, e);
         if (r >= 0)
-                r = read_keyed(cg, 0, "pids.events", (const char *const[]){ "max" },
-                               (uint64_t *const[]){ &s->pids_max_events }, 1, e);
+                r = read_keyed(cg, 0, "pids.events", (const char *const[]){"max"},
+                               (uint64_t *const[]){&s->pids_max_events}, 1, e);
         if (r < 0)
                 return r;
 
@@ -462,9 +471,10 @@ static int v2_read(const NanoCgroup *cg, NanoCgroupState *s, NanoError *e)
         n = ns_read_at(cg->fd[0], "cpu.max", buf, sizeof buf);
         if (n >= 0) {
                 const char *sp = strchr(buf, ' ');
-                if (!sp || parse_limit(buf, &s->cpu_quota_us) < 0 || ns_parse_u64(sp + 1, &s->cpu_period_us) < 0)
-                        return nano_error_set(e, EINVAL, "read '%s/%s/cpu.max': unexpected content", cg->parent[0],
-                                              cg->name);
+                if (!sp || parse_limit(buf, &s->cpu_quota_us) < 0 ||
+                    ns_parse_u64(sp + 1, &s->cpu_period_us) < 0)
+                        return nano_error_set(e, EINVAL, "read '%s/%s/cpu.max': unexpected content",
+                                              cg->parent[0], cg->name);
                 s->present |= NANO_CGROUP_MASK(NANO_CGROUP_CPU);
         } else if (n != -ENOENT)
                 return nano_error_set(e, (int)n, "read '%s/%s/cpu.max': %m", cg->parent[0], cg->name);
@@ -487,8 +497,8 @@ static int v1_read(const NanoCgroup *cg, NanoCgroupState *s, NanoError *e)
         if (r >= 0)
                 r = read_value(cg, M, "memory.failcnt", false, &s->memory_oom, e);
         if (r >= 0)
-                r = read_keyed(cg, M, "memory.oom_control", (const char *const[]){ "oom_kill" },
-                               (uint64_t *const[]){ &s->memory_oom_kill }, 1, e);
+                r = read_keyed(cg, M, "memory.oom_control", (const char *const[]){"oom_kill"},
+                               (uint64_t *const[]){&s->memory_oom_kill}, 1, e);
         if (r >= 0)
                 r = read_value(cg, P, "pids.max", true, &s->pids_max, e);
         if (r > 0)
@@ -496,8 +506,8 @@ static int v1_read(const NanoCgroup *cg, NanoCgroupState *s, NanoError *e)
         if (r >= 0)
                 r = read_value(cg, P, "pids.current", false, &s->pids_current, e);
         if (r >= 0)
-                r = read_keyed(cg, P, "pids.events", (const char *const[]){ "max" },
-                               (uint64_t *const[]){ &s->pids_max_events }, 1, e);
+                r = read_keyed(cg, P, "pids.events", (const char *const[]){"max"},
+                               (uint64_t *const[]){&s->pids_max_events}, 1, e);
         if (r >= 0)
                 r = read_value(cg, C, "cpu.cfs_quota_us", true, &s->cpu_quota_us, e);
         if (r > 0)
@@ -534,9 +544,11 @@ int nano_cgroup_remove(NanoCgroup *cg, NanoError *e)
                         if (errno == ENOENT) /* gone already, or a co-mounted hierarchy we did first */
                                 continue;
                         if (errno == EBUSY)
-                                return nano_error_set(e, EBUSY, "remove the cgroup '%s/%s': it still has processes",
+                                return nano_error_set(e, EBUSY,
+                                                      "remove the cgroup '%s/%s': it still has processes",
                                                       cg->parent[i], cg->name);
-                        return nano_error_set(e, errno, "remove the cgroup '%s/%s': %m", cg->parent[i], cg->name);
+                        return nano_error_set(e, errno, "remove the cgroup '%s/%s': %m", cg->parent[i],
+                                              cg->name);
                 }
         }
         return 0;
@@ -577,7 +589,8 @@ static bool find_cgroup_mount(const char *mountinfo, const char *fstype, int con
                 opts = strchr(src, ' ');
                 if (!streq(type, fstype))
                         continue;
-                if (controller >= 0 && (!opts || !(parse_controllers(opts + 1) & NANO_CGROUP_MASK(controller))))
+                if (controller >= 0 &&
+                    (!opts || !(parse_controllers(opts + 1) & NANO_CGROUP_MASK(controller))))
                         continue;
                 for (s = buf; nf < 5 && s; nf++) {
                         f[nf] = s;
@@ -757,7 +770,7 @@ void ns_probe_cgroups(NanoProbe *p, const NanoProbeConfig *c, int procfd)
         probe_v2(p, c, mountinfo, self_cgroup);
         probe_v1(p, c, mountinfo, self_cgroup);
 
-        p->cgroup = (NanoCgroupPlace){ .version = NANO_CGROUP_NONE };
+        p->cgroup = (NanoCgroupPlace){.version = NANO_CGROUP_NONE};
         if (p->cgroup_v2 == 0) {
                 p->cgroup.version = NANO_CGROUP_V2;
                 (void)ns_format(p->cgroup.v2, sizeof p->cgroup.v2, "%s", p->cgroup_v2_dir);
@@ -766,7 +779,8 @@ void ns_probe_cgroups(NanoProbe *p, const NanoProbeConfig *c, int procfd)
         for (int i = 0; i < _NANO_CGROUP_CONTROLLER_MAX; i++)
                 if (p->cgroup_v1_dirs[i].error == 0) {
                         any_v1 = true;
-                        (void)ns_format(p->cgroup.v1[i], sizeof p->cgroup.v1[i], "%s", p->cgroup_v1_dirs[i].dir);
+                        (void)ns_format(p->cgroup.v1[i], sizeof p->cgroup.v1[i], "%s",
+                                        p->cgroup_v1_dirs[i].dir);
                 }
         if (any_v1)
                 p->cgroup.version = NANO_CGROUP_V1;

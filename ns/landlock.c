@@ -24,21 +24,21 @@
 #ifndef LANDLOCK_CREATE_RULESET_VERSION
 #define LANDLOCK_CREATE_RULESET_VERSION (1U << 0)
 #endif
-#define LL_WRITE_FILE (1ULL << 1)
-#define LL_REMOVE_DIR (1ULL << 4)
-#define LL_REMOVE_FILE (1ULL << 5)
-#define LL_MAKE_CHAR (1ULL << 6)
-#define LL_MAKE_DIR (1ULL << 7)
-#define LL_MAKE_REG (1ULL << 8)
-#define LL_MAKE_SOCK (1ULL << 9)
-#define LL_MAKE_FIFO (1ULL << 10)
-#define LL_MAKE_BLOCK (1ULL << 11)
-#define LL_MAKE_SYM (1ULL << 12)
-#define LL_REFER (1ULL << 13)    /* ABI 2 */
-#define LL_TRUNCATE (1ULL << 14) /* ABI 3 */
-#define LL_SCOPE_ABSTRACT_UNIX_SOCKET (1ULL << 0) /* ABI 6 */
-#define LL_SCOPE_SIGNAL (1ULL << 1)               /* ABI 6 */
-#define LL_RULE_PATH_BENEATH 1
+#define LL_WRITE_FILE                 (1ULL << 1)
+#define LL_REMOVE_DIR                 (1ULL << 4)
+#define LL_REMOVE_FILE                (1ULL << 5)
+#define LL_MAKE_CHAR                  (1ULL << 6)
+#define LL_MAKE_DIR                   (1ULL << 7)
+#define LL_MAKE_REG                   (1ULL << 8)
+#define LL_MAKE_SOCK                  (1ULL << 9)
+#define LL_MAKE_FIFO                  (1ULL << 10)
+#define LL_MAKE_BLOCK                 (1ULL << 11)
+#define LL_MAKE_SYM                   (1ULL << 12)
+#define LL_REFER                      (1ULL << 13) /* ABI 2 */
+#define LL_TRUNCATE                   (1ULL << 14) /* ABI 3 */
+#define LL_SCOPE_ABSTRACT_UNIX_SOCKET (1ULL << 0)  /* ABI 6 */
+#define LL_SCOPE_SIGNAL               (1ULL << 1)  /* ABI 6 */
+#define LL_RULE_PATH_BENEATH          1
 
 /* Our own copies of the kernel's extensible structs, at their newest size we use. */
 struct ll_ruleset_attr {
@@ -51,8 +51,8 @@ struct ll_path_beneath_attr {
         int32_t parent_fd;
 } __attribute__((packed));
 
-#define LL_WRITE_V1                                                                                        \
-        (LL_WRITE_FILE | LL_REMOVE_DIR | LL_REMOVE_FILE | LL_MAKE_CHAR | LL_MAKE_DIR | LL_MAKE_REG |       \
+#define LL_WRITE_V1                                                                                         \
+        (LL_WRITE_FILE | LL_REMOVE_DIR | LL_REMOVE_FILE | LL_MAKE_CHAR | LL_MAKE_DIR | LL_MAKE_REG |        \
          LL_MAKE_SOCK | LL_MAKE_FIFO | LL_MAKE_BLOCK | LL_MAKE_SYM)
 
 int nano_no_new_privs(NanoError *e)
@@ -83,7 +83,7 @@ static int allow_beneath(int ruleset, const char *path, uint64_t access, bool op
                         return 1;
                 return nano_error_set(e, errno, "Landlock: open '%s': %m", path);
         }
-        a = (struct ll_path_beneath_attr){ .allowed_access = access, .parent_fd = fd };
+        a = (struct ll_path_beneath_attr){.allowed_access = access, .parent_fd = fd};
         if (syscall(__NR_landlock_add_rule, ruleset, LL_RULE_PATH_BENEATH, &a, 0) < 0)
                 return nano_error_set(e, errno, "Landlock: allow writes beneath '%s': %m", path);
         return 0;
@@ -94,10 +94,10 @@ int nano_landlock_apply(const NanoLandlockConfig *c, NanoError *e)
         /* Device files programs open for writing as a matter of course, and /proc (writes there are
          * checked by the kernel on their own: /proc/self/oom_score_adj, comm…). */
         static const char *const write_only[] = {
-                "/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/ptmx",
-                "/dev/pts", "/proc",
+                "/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom",
+                "/dev/tty",  "/dev/ptmx", "/dev/pts",  "/proc",
         };
-        static const char *const full_write[] = { "/dev/shm" };
+        static const char *const full_write[] = {"/dev/shm"};
         struct ll_ruleset_attr attr = {};
         _cleanup_close_ int ruleset = -EBADF;
         size_t attr_size;
@@ -106,9 +106,11 @@ int nano_landlock_apply(const NanoLandlockConfig *c, NanoError *e)
 
         abi = nano_landlock_abi();
         if (abi == -ENOSYS)
-                return nano_error_set(e, ENOSYS, "Landlock is not supported by this kernel (needs Linux 5.13)");
+                return nano_error_set(e, ENOSYS,
+                                      "Landlock is not supported by this kernel (needs Linux 5.13)");
         if (abi == -EOPNOTSUPP)
-                return nano_error_set(e, EOPNOTSUPP, "Landlock is disabled on this host (not in the lsm= boot "
+                return nano_error_set(e, EOPNOTSUPP,
+                                      "Landlock is disabled on this host (not in the lsm= boot "
                                       "parameter)");
         if (abi < 0)
                 return nano_error_set(e, abi, "Landlock: %m");

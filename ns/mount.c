@@ -26,7 +26,7 @@
 #endif
 #define NS_MOUNT_ATTR_RDONLY 0x1ULL
 #define NS_MOUNT_ATTR_NOSUID 0x2ULL
-#define NS_MOUNT_ATTR_NODEV 0x4ULL
+#define NS_MOUNT_ATTR_NODEV  0x4ULL
 #define NS_MOUNT_ATTR_NOEXEC 0x8ULL
 
 /* struct mount_attr, ours: <linux/mount.h> and <sys/mount.h> do not mix on older libcs. */
@@ -37,8 +37,8 @@ struct ns_mount_attr {
         uint64_t userns_fd;
 };
 
-#define RO_ATTRS (NS_MOUNT_ATTR_RDONLY | NS_MOUNT_ATTR_NOSUID | NS_MOUNT_ATTR_NODEV)
-#define RW_ATTRS (NS_MOUNT_ATTR_NOSUID | NS_MOUNT_ATTR_NODEV)
+#define RO_ATTRS  (NS_MOUNT_ATTR_RDONLY | NS_MOUNT_ATTR_NOSUID | NS_MOUNT_ATTR_NODEV)
+#define RW_ATTRS  (NS_MOUNT_ATTR_NOSUID | NS_MOUNT_ATTR_NODEV)
 #define DEV_ATTRS (NS_MOUNT_ATTR_NOSUID | NS_MOUNT_ATTR_NOEXEC)
 
 typedef struct Root {
@@ -49,7 +49,7 @@ typedef struct Root {
         int host_root_fd;
         int store_fd, release_fd, instance_fd;
         int bind_fds[NANO_NS_MAX_BINDS];
-        bool legacy;         /* no mount_setattr(): remount each mount */
+        bool legacy; /* no mount_setattr(): remount each mount */
 } Root;
 
 static void root_done(Root *x)
@@ -85,7 +85,8 @@ static int open_mount_point(Root *x, const char *target, bool dir, int *ret)
         char comp[NAME_MAX + 1];
 
         if (!target || target[0] != '/')
-                return nano_error_set(x->e, EINVAL, "mount point '%s': not an absolute path", target ? target : "");
+                return nano_error_set(x->e, EINVAL, "mount point '%s': not an absolute path",
+                                      target ? target : "");
         cur = fcntl(x->base_fd, F_DUPFD_CLOEXEC, 3);
         if (cur < 0)
                 return nano_error_set(x->e, errno, "mount point '%s': %m", target);
@@ -109,21 +110,26 @@ static int open_mount_point(Root *x, const char *target, bool dir, int *ret)
                         p++;
                 last = *p == 0;
                 if (streq(comp, ".") || streq(comp, ".."))
-                        return nano_error_set(x->e, EINVAL, "mount point '%s': '.' or '..' in the path", target);
+                        return nano_error_set(x->e, EINVAL, "mount point '%s': '.' or '..' in the path",
+                                              target);
 
                 if (!last || dir) {
                         if (mkdirat(cur, comp, 0755) < 0 && errno != EEXIST)
-                                return nano_error_set(x->e, errno, "create the mount point '%s': %m", target);
+                                return nano_error_set(x->e, errno, "create the mount point '%s': %m",
+                                                      target);
                         next = openat(cur, comp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
                 } else {
                         if (mknodat(cur, comp, S_IFREG | 0644, 0) < 0 && errno != EEXIST)
-                                return nano_error_set(x->e, errno, "create the mount point '%s': %m", target);
+                                return nano_error_set(x->e, errno, "create the mount point '%s': %m",
+                                                      target);
                         next = openat(cur, comp, O_PATH | O_NOFOLLOW | O_CLOEXEC);
                 }
                 if (next < 0) {
                         if (errno == ELOOP || errno == ENOTDIR)
-                                return nano_error_set(x->e, errno, "mount point '%s': %m (a symbolic link or a "
-                                                      "file is in the way)", target);
+                                return nano_error_set(x->e, errno,
+                                                      "mount point '%s': %m (a symbolic link or a "
+                                                      "file is in the way)",
+                                                      target);
                         return nano_error_set(x->e, errno, "open the mount point '%s': %m", target);
                 }
                 safe_close(cur);
@@ -137,8 +143,8 @@ static int open_mount_point(Root *x, const char *target, bool dir, int *ret)
                 if (fstat(cur, &st) < 0)
                         return nano_error_set(x->e, errno, "mount point '%s': %m", target);
                 if (S_ISLNK(st.st_mode))
-                        return nano_error_set(x->e, ELOOP, "mount point '%s': %m (a symbolic link is in the way)",
-                                              target);
+                        return nano_error_set(
+                                x->e, ELOOP, "mount point '%s': %m (a symbolic link is in the way)", target);
         }
         *ret = TAKE_FD(cur);
         return 0;
@@ -154,9 +160,9 @@ static unsigned long mount_flags_of(const char *opts)
                 const char *name;
                 unsigned long flag;
         } table[] = {
-                { "ro", MS_RDONLY },        { "nosuid", MS_NOSUID },         { "nodev", MS_NODEV },
-                { "noexec", MS_NOEXEC },    { "noatime", MS_NOATIME },       { "nodiratime", MS_NODIRATIME },
-                { "relatime", MS_RELATIME },
+                {"ro", MS_RDONLY},         {"nosuid", MS_NOSUID},   {"nodev", MS_NODEV},
+                {"noexec", MS_NOEXEC},     {"noatime", MS_NOATIME}, {"nodiratime", MS_NODIRATIME},
+                {"relatime", MS_RELATIME},
         };
         unsigned long flags = 0;
 
@@ -174,8 +180,10 @@ static unsigned long mount_flags_of(const char *opts)
 
 static unsigned long attrs_to_flags(uint64_t attrs)
 {
-        return ((attrs & NS_MOUNT_ATTR_RDONLY) ? MS_RDONLY : 0) | ((attrs & NS_MOUNT_ATTR_NOSUID) ? MS_NOSUID : 0) |
-               ((attrs & NS_MOUNT_ATTR_NODEV) ? MS_NODEV : 0) | ((attrs & NS_MOUNT_ATTR_NOEXEC) ? MS_NOEXEC : 0);
+        return ((attrs & NS_MOUNT_ATTR_RDONLY) ? MS_RDONLY : 0) |
+               ((attrs & NS_MOUNT_ATTR_NOSUID) ? MS_NOSUID : 0) |
+               ((attrs & NS_MOUNT_ATTR_NODEV) ? MS_NODEV : 0) |
+               ((attrs & NS_MOUNT_ATTR_NOEXEC) ? MS_NOEXEC : 0);
 }
 
 /* The way before Linux 5.12: remount every mount at or below path, one by one, from mountinfo. */
@@ -188,7 +196,8 @@ static int remount_tree(Root *x, const char *path, const char *shown, uint64_t a
 
         fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
         if (fd < 0)
-                return nano_error_set(x->e, errno, "make '%s' read-only: open '/proc/self/mountinfo': %m", shown);
+                return nano_error_set(x->e, errno, "make '%s' read-only: open '/proc/self/mountinfo': %m",
+                                      shown);
 
         for (;;) {
                 char *nl, *f[6];
@@ -202,13 +211,16 @@ static int remount_tree(Root *x, const char *path, const char *shown, uint64_t a
                         if (eof)
                                 return 0;
                         if (have >= sizeof buf - 1)
-                                return nano_error_set(x->e, E2BIG, "make '%s' read-only: a mountinfo line is too "
-                                                      "long", shown);
+                                return nano_error_set(x->e, E2BIG,
+                                                      "make '%s' read-only: a mountinfo line is too "
+                                                      "long",
+                                                      shown);
                         n = read(fd, buf + have, sizeof buf - 1 - have);
                         if (n < 0 && errno == EINTR)
                                 continue;
                         if (n < 0)
-                                return nano_error_set(x->e, errno, "make '%s' read-only: read mountinfo: %m", shown);
+                                return nano_error_set(x->e, errno, "make '%s' read-only: read mountinfo: %m",
+                                                      shown);
                         if (n == 0)
                                 eof = true;
                         have += (size_t)n;
@@ -227,11 +239,11 @@ static int remount_tree(Root *x, const char *path, const char *shown, uint64_t a
                 if (nf == 6) {
                         ns_unescape_octal(f[4]);
                         if (strncmp(f[4], path, plen) == 0 && (f[4][plen] == 0 || f[4][plen] == '/')) {
-                                unsigned long flags = MS_REMOUNT | MS_BIND | mount_flags_of(f[5]) |
-                                                      attrs_to_flags(attrs);
+                                unsigned long flags =
+                                        MS_REMOUNT | MS_BIND | mount_flags_of(f[5]) | attrs_to_flags(attrs);
                                 if (mount(NULL, f[4], NULL, flags, NULL) < 0)
-                                        return nano_error_set(x->e, errno, "remount '%s%s' read-only: %m", shown,
-                                                              f[4] + plen);
+                                        return nano_error_set(x->e, errno, "remount '%s%s' read-only: %m",
+                                                              shown, f[4] + plen);
                         }
                 }
                 memmove(buf, buf + used, have - used);
@@ -242,7 +254,7 @@ static int remount_tree(Root *x, const char *path, const char *shown, uint64_t a
 /* Sets attrs on target and every mount below it. */
 static int set_attrs(Root *x, const char *target, uint64_t attrs)
 {
-        struct ns_mount_attr a = { .attr_set = attrs };
+        struct ns_mount_attr a = {.attr_set = attrs};
         char path[PATH_MAX];
         int r;
 
@@ -250,10 +262,12 @@ static int set_attrs(Root *x, const char *target, uint64_t attrs)
         if (r < 0)
                 return nano_error_set(x->e, r, "mount '%s': %m", target);
         if (!x->legacy) {
-                if (syscall(__NR_mount_setattr, AT_FDCWD, path, AT_RECURSIVE | AT_SYMLINK_NOFOLLOW, &a, sizeof a) == 0)
+                if (syscall(__NR_mount_setattr, AT_FDCWD, path, AT_RECURSIVE | AT_SYMLINK_NOFOLLOW, &a,
+                            sizeof a) == 0)
                         return 0;
                 if (errno != ENOSYS)
-                        return nano_error_set(x->e, errno, "make '%s' read-only (mount_setattr): %m", target);
+                        return nano_error_set(x->e, errno, "make '%s' read-only (mount_setattr): %m",
+                                              target);
                 x->legacy = true;
         }
         return remount_tree(x, path, target, attrs);
@@ -363,16 +377,18 @@ static int bind_host_top_level(Root *x)
                         char target[NAME_MAX + 2];
 
                         off += d->d_reclen;
-                        if (streq(name, ".") || streq(name, "..") || streq(name, "proc") || streq(name, "dev") ||
-                            streq(name, "tmp") || streq(name, "nano") || streq(name, skip_base))
+                        if (streq(name, ".") || streq(name, "..") || streq(name, "proc") ||
+                            streq(name, "dev") || streq(name, "tmp") || streq(name, "nano") ||
+                            streq(name, skip_base))
                                 continue;
                         if (type == DT_UNKNOWN) {
                                 struct stat st;
                                 if (fstatat(x->host_root_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
                                         continue;
-                                type = S_ISDIR(st.st_mode) ? DT_DIR :
-                                       S_ISLNK(st.st_mode) ? DT_LNK :
-                                       S_ISREG(st.st_mode) ? DT_REG : DT_UNKNOWN;
+                                type = S_ISDIR(st.st_mode)   ? DT_DIR
+                                       : S_ISLNK(st.st_mode) ? DT_LNK
+                                       : S_ISREG(st.st_mode) ? DT_REG
+                                                             : DT_UNKNOWN;
                         }
                         (void)ns_format(target, sizeof target, "/%s", name);
 
@@ -384,9 +400,11 @@ static int bind_host_top_level(Root *x)
                                         return nano_error_set(x->e, errno, "read the link '%s': %m", target);
                                 link[l] = 0;
                                 if (symlinkat(link, x->base_fd, name) < 0 && errno != EEXIST)
-                                        return nano_error_set(x->e, errno, "create the link '%s': %m", target);
+                                        return nano_error_set(x->e, errno, "create the link '%s': %m",
+                                                              target);
                         } else if (type == DT_DIR || type == DT_REG) {
-                                _cleanup_close_ int fd = openat(x->host_root_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+                                _cleanup_close_ int fd =
+                                        openat(x->host_root_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
                                 if (fd < 0) {
                                         if (errno == ENOENT)
                                                 continue;
@@ -402,13 +420,12 @@ static int bind_host_top_level(Root *x)
 
 static int setup_dev(Root *x)
 {
-        static const char *const devices[] = { "null", "zero", "full", "random", "urandom", "tty" };
+        static const char *const devices[] = {"null", "zero", "full", "random", "urandom", "tty"};
         static const struct {
                 const char *name, *target;
         } links[] = {
-                { "ptmx", "pts/ptmx" },          { "fd", "/proc/self/fd" },
-                { "stdin", "/proc/self/fd/0" },  { "stdout", "/proc/self/fd/1" },
-                { "stderr", "/proc/self/fd/2" },
+                {"ptmx", "pts/ptmx"},          {"fd", "/proc/self/fd"},       {"stdin", "/proc/self/fd/0"},
+                {"stdout", "/proc/self/fd/1"}, {"stderr", "/proc/self/fd/2"},
         };
         _cleanup_close_ int dev = -EBADF;
         int r;
@@ -467,7 +484,8 @@ static int setup_proc(Root *x)
         if (r < 0 && x->e && x->e->error)
                 return r;
         if (r == -EPERM || r == -EACCES)
-                return nano_error_set(x->e, r, "mount '/proc': %m (with a pid namespace, set up the root in the "
+                return nano_error_set(x->e, r,
+                                      "mount '/proc': %m (with a pid namespace, set up the root in the "
                                       "child forked after unshare; or the host's /proc is partly hidden)");
         if (r < 0)
                 return nano_error_set(x->e, r, "mount '/proc': %m");
@@ -593,7 +611,8 @@ int nano_ns_setup_root(const NanoNsConfig *c, NanoError *e)
                         return r;
         }
         for (const char *const *h = c->hide; h && *h; h++) {
-                r = mount_fs(&x, "tmpfs", *h, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755", false);
+                r = mount_fs(&x, "tmpfs", *h, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755",
+                             false);
                 if (r < 0)
                         return r;
         }

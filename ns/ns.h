@@ -42,7 +42,7 @@ typedef enum NanoCgroupController {
         NANO_CGROUP_CPU,
         _NANO_CGROUP_CONTROLLER_MAX,
 } NanoCgroupController;
-#define NANO_CGROUP_MASK(c) (1u << (c))
+#define NANO_CGROUP_MASK(c)  (1u << (c))
 #define NANO_CGROUP_MASK_ALL ((1u << _NANO_CGROUP_CONTROLLER_MAX) - 1)
 
 /* "memory", "pids", "cpu"; NULL when out of range. */
@@ -66,11 +66,11 @@ typedef struct NanoCgroupPlace {
 /* ---- Probe: what this host allows, without privilege. */
 
 typedef enum NanoProbeFeature {
-        NANO_PROBE_USERNS,    /* user + mount namespace with a single-id map: --isolate ns */
-        NANO_PROBE_PIDNS,     /* pid namespace with its own /proc */
-        NANO_PROBE_NETNS,     /* network namespace (loopback only) */
+        NANO_PROBE_USERNS, /* user + mount namespace with a single-id map: --isolate ns */
+        NANO_PROBE_PIDNS,  /* pid namespace with its own /proc */
+        NANO_PROBE_NETNS,  /* network namespace (loopback only) */
         NANO_PROBE_SECCOMP,
-        NANO_PROBE_CAPS,      /* dropping capabilities (libcap) */
+        NANO_PROBE_CAPS, /* dropping capabilities (libcap) */
         NANO_PROBE_LANDLOCK,
         NANO_PROBE_CGROUP_V2, /* a delegated v2 subtree with controllers */
         NANO_PROBE_CGROUP_V1, /* writable v1 directories for memory, pids and cpu */
@@ -88,7 +88,7 @@ typedef struct NanoProbeConfig {
 } NanoProbeConfig;
 
 typedef struct NanoProbeCgroupV1 {
-        int error;          /* 0: usable; -ENOENT: no hierarchy mounted; -EACCES: not writable by us */
+        int error; /* 0: usable; -ENOENT: no hierarchy mounted; -EACCES: not writable by us */
         char mount[PATH_MAX];
         char dir[PATH_MAX];
         uid_t owner;
@@ -101,10 +101,10 @@ typedef struct NanoProbe {
         uid_t uid;
 
         /* Host settings that explain a refusal; -1 where the file does not exist. */
-        long unprivileged_userns_clone;  /* kernel.unprivileged_userns_clone (Debian, Ubuntu) */
-        long max_user_namespaces;        /* user.max_user_namespaces */
-        long apparmor_restrict_userns;   /* kernel.apparmor_restrict_unprivileged_userns (Ubuntu) */
-        int seccomp_mode;                /* "Seccomp:" of our own status: 2 means a filter is already on us */
+        long unprivileged_userns_clone; /* kernel.unprivileged_userns_clone (Debian, Ubuntu) */
+        long max_user_namespaces;       /* user.max_user_namespaces */
+        long apparmor_restrict_userns;  /* kernel.apparmor_restrict_unprivileged_userns (Ubuntu) */
+        int seccomp_mode;               /* "Seccomp:" of our own status: 2 means a filter is already on us */
 
         int userns;
         const char *userns_step;
@@ -113,22 +113,22 @@ typedef struct NanoProbe {
         int netns;
         const char *netns_step;
 
-        int seccomp;                     /* -ENOSYS: kernel without filters; -EOPNOTSUPP: not built */
-        int caps;                        /* -EOPNOTSUPP: not built */
-        int landlock;                    /* -ENOSYS, -EOPNOTSUPP (not enabled at boot) */
-        int landlock_abi;                /* 0 when unavailable */
+        int seccomp;      /* -ENOSYS: kernel without filters; -EOPNOTSUPP: not built */
+        int caps;         /* -EOPNOTSUPP: not built */
+        int landlock;     /* -ENOSYS, -EOPNOTSUPP (not enabled at boot) */
+        int landlock_abi; /* 0 when unavailable */
 
-        int cgroup_v2;                   /* -ENOENT no cgroup2 mount; -ENOMEDIUM no controllers; -EACCES */
+        int cgroup_v2; /* -ENOENT no cgroup2 mount; -ENOMEDIUM no controllers; -EACCES */
         char cgroup_v2_mount[PATH_MAX];
         char cgroup_v2_dir[PATH_MAX];
         uid_t cgroup_v2_owner;
-        unsigned cgroup_v2_available;    /* NANO_CGROUP_MASK() of cgroup.controllers */
-        unsigned cgroup_v2_enabled;      /* … of cgroup.subtree_control */
+        unsigned cgroup_v2_available; /* NANO_CGROUP_MASK() of cgroup.controllers */
+        unsigned cgroup_v2_enabled;   /* … of cgroup.subtree_control */
 
         NanoProbeCgroupV1 cgroup_v1_dirs[_NANO_CGROUP_CONTROLLER_MAX]; /* memory, pids, cpu */
-        int cgroup_v1;                   /* 0 when at least one controller is usable */
+        int cgroup_v1; /* 0 when all three are usable, else the first one's error */
 
-        NanoCgroupPlace cgroup;          /* the choice: v2 when usable, else v1, else NONE */
+        NanoCgroupPlace cgroup; /* the choice: v2 when usable, else v1, else NONE */
 } NanoProbe;
 
 /* [parent] Fills ret (always: a failed check is a fact, not an error). NanoProbe is about 50 KiB:
@@ -150,8 +150,8 @@ typedef enum NanoIsolation {
 } NanoIsolation;
 
 typedef enum NanoNsFlags {
-        NANO_NS_PID = 1 << 0,      /* new pid namespace: fork after nano_ns_unshare() */
-        NANO_NS_NET = 1 << 1,      /* new network namespace with only `lo`, brought up */
+        NANO_NS_PID = 1 << 0, /* new pid namespace: fork after nano_ns_unshare() */
+        NANO_NS_NET = 1 << 1, /* new network namespace with only `lo`, brought up */
         NANO_NS_IPC = 1 << 2,
         NANO_NS_UTS = 1 << 3,      /* with hostname, if set */
         NANO_NS_CGROUP = 1 << 4,   /* unshare after the process joined its cgroup */
@@ -171,18 +171,18 @@ typedef struct NanoBind {
 } NanoBind;
 
 typedef struct NanoNsConfig {
-        NanoIsolation mode;        /* NANO_ISOLATE_NS or NANO_ISOLATE_ROOTFS */
-        unsigned flags;            /* NanoNsFlags */
-        const char *store_dir;     /* host dir shown read-only at /nano/store; NULL: none (ns mode) */
-        const char *release_dir;   /* /nano/release read-only (ns mode); the new / (rootfs mode) */
-        const char *instance_dir;  /* /nano/instance, read-write; NULL: none */
+        NanoIsolation mode;       /* NANO_ISOLATE_NS or NANO_ISOLATE_ROOTFS */
+        unsigned flags;           /* NanoNsFlags */
+        const char *store_dir;    /* host dir shown read-only at /nano/store; NULL: none (ns mode) */
+        const char *release_dir;  /* /nano/release read-only (ns mode); the new / (rootfs mode) */
+        const char *instance_dir; /* /nano/instance, read-write; NULL: none */
         const NanoBind *binds;
-        size_t n_binds;            /* at most NANO_NS_MAX_BINDS */
-        const char *const *hide;   /* NULL-terminated: paths covered by an empty read-only tmpfs */
-        const char *hostname;      /* with NANO_NS_UTS; NULL: "nano" */
-        const char *workdir;       /* cwd after the pivot; NULL: "/" */
-        const char *staging_dir;   /* existing host dir the new root is assembled over (in our mount
-                                    * namespace only); NULL: "/tmp" */
+        size_t n_binds;          /* at most NANO_NS_MAX_BINDS */
+        const char *const *hide; /* NULL-terminated: paths covered by an empty read-only tmpfs */
+        const char *hostname;    /* with NANO_NS_UTS; NULL: "nano" */
+        const char *workdir;     /* cwd after the pivot; NULL: "/" */
+        const char *staging_dir; /* existing host dir the new root is assembled over (in our mount
+                                  * namespace only); NULL: "/tmp" */
 } NanoNsConfig;
 
 /* [child] unshare(2)s the user and mount namespaces plus those in c->flags, writes the single-id
@@ -240,10 +240,10 @@ int nano_rlimit_parse(const char *s, NanoRlimit *ret, NanoError *e);
 
 /* Limits of the --seccomp FILE format: one system call name per line, '#' starts a comment, the line
  * "@default" includes nano's default deny-list. */
-#define NANO_SECCOMP_PROFILE_MAX_SIZE (64u * 1024u)
+#define NANO_SECCOMP_PROFILE_MAX_SIZE    (64u * 1024u)
 #define NANO_SECCOMP_PROFILE_MAX_ENTRIES 512u
-#define NANO_SECCOMP_PROFILE_MAX_LINE 256u
-#define NANO_SECCOMP_NAME_MAX 63u
+#define NANO_SECCOMP_PROFILE_MAX_LINE    256u
+#define NANO_SECCOMP_NAME_MAX            63u
 
 typedef struct NanoSeccompEntry {
         char name[NANO_SECCOMP_NAME_MAX + 1];
@@ -251,8 +251,8 @@ typedef struct NanoSeccompEntry {
 } NanoSeccompEntry;
 
 typedef struct NanoSeccompProfile {
-        char origin[256];         /* the name given to the parser, for messages ("" if none) */
-        bool include_default;     /* "@default" was given */
+        char origin[256];     /* the name given to the parser, for messages ("" if none) */
+        bool include_default; /* "@default" was given */
         size_t n_entries;
         NanoSeccompEntry entries[NANO_SECCOMP_PROFILE_MAX_ENTRIES];
 } NanoSeccompProfile;
@@ -266,10 +266,10 @@ int nano_seccomp_profile_parse(const char *buf, size_t len, const char *origin, 
 
 /* A compiled filter, ready for the kernel. */
 typedef struct NanoSeccompProgram {
-        void *insns;        /* struct sock_filter[n] */
+        void *insns; /* struct sock_filter[n] */
         size_t n;
-        bool from_cache;    /* loaded from the cache, nothing was compiled */
-        int cache_error;    /* -errno when the compiled program could not be cached (not fatal) */
+        bool from_cache;     /* loaded from the cache, nothing was compiled */
+        int cache_error;     /* -errno when the compiled program could not be cached (not fatal) */
         uint64_t prepare_ns; /* time prepare took (compile + export, or cache read) */
 } NanoSeccompProgram;
 
@@ -294,12 +294,12 @@ int nano_seccomp_rules_text(const NanoSeccompProfile *profile, char *buf, size_t
 typedef struct NanoHardenConfig {
         const NanoRlimit *rlimits;
         size_t n_rlimits;
-        const NanoLandlockConfig *landlock;  /* NULL: no Landlock */
-        bool landlock_required;              /* else a host without Landlock is not an error */
+        const NanoLandlockConfig *landlock; /* NULL: no Landlock */
+        bool landlock_required;             /* else a host without Landlock is not an error */
         /* Escape hatches, for tests and for hosts or builds without the feature: */
-        bool allow_new_privs;                /* skip no_new_privs */
-        bool keep_caps;                      /* skip the capability drop */
-        const NanoSeccompProgram *seccomp;   /* NULL: no seccomp filter */
+        bool allow_new_privs;              /* skip no_new_privs */
+        bool keep_caps;                    /* skip the capability drop */
+        const NanoSeccompProgram *seccomp; /* NULL: no seccomp filter */
 } NanoHardenConfig;
 
 /* [child] rlimits, no_new_privs, Landlock, capabilities, then seccomp: the filter comes last as it
@@ -321,15 +321,15 @@ typedef struct NanoCgroupLimits {
  * that controller is not there (see present). */
 typedef struct NanoCgroupState {
         NanoCgroupVersion version;
-        unsigned present;          /* NANO_CGROUP_MASK() of the controllers this cgroup has */
+        unsigned present; /* NANO_CGROUP_MASK() of the controllers this cgroup has */
         uint64_t memory_max;
-        uint64_t memory_swap_max;  /* v1 memsw (memory+swap) or v2 memory.swap.max */
+        uint64_t memory_swap_max; /* v1 memsw (memory+swap) or v2 memory.swap.max */
         uint64_t memory_current;
         uint64_t cpu_quota_us, cpu_period_us;
         uint64_t pids_max, pids_current;
-        uint64_t memory_oom;       /* times the limit was hit hard (v2 "oom"; v1 memory.failcnt) */
-        uint64_t memory_oom_kill;  /* processes the OOM killer killed ("oom_kill") */
-        uint64_t pids_max_events;  /* forks refused by pids.max (pids.events "max") */
+        uint64_t memory_oom;      /* times the limit was hit hard (v2 "oom"; v1 memory.failcnt) */
+        uint64_t memory_oom_kill; /* processes the OOM killer killed ("oom_kill") */
+        uint64_t pids_max_events; /* forks refused by pids.max (pids.events "max") */
 } NanoCgroupState;
 
 typedef struct NanoCgroup NanoCgroup;

@@ -45,7 +45,8 @@ int nano_probe(const NanoProbeConfig *c, NanoProbe *ret)
 
         procfd = open(c->proc ? c->proc : "/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (procfd >= 0) {
-                (void)ns_read_long_at(procfd, "sys/kernel/unprivileged_userns_clone", &p->unprivileged_userns_clone);
+                (void)ns_read_long_at(procfd, "sys/kernel/unprivileged_userns_clone",
+                                      &p->unprivileged_userns_clone);
                 (void)ns_read_long_at(procfd, "sys/user/max_user_namespaces", &p->max_user_namespaces);
                 (void)ns_read_long_at(procfd, "sys/kernel/apparmor_restrict_unprivileged_userns",
                                       &p->apparmor_restrict_userns);
@@ -75,31 +76,41 @@ static const char *say(char *buf, size_t size, const char *fmt, ...)
         return buf;
 }
 
-static const char *userns_reason(const NanoProbe *p, char *buf, size_t size, const char *what, const char *fix)
+static const char *userns_reason(const NanoProbe *p, char *buf, size_t size, const char *what,
+                                 const char *fix)
 {
         if (!p->built_namespaces)
                 return say(buf, size, "nano was built without namespace support: %s", fix);
         if (p->unprivileged_userns_clone == 0)
-                return say(buf, size, "user namespaces are disabled on this host "
-                           "(kernel.unprivileged_userns_clone=0): %s", fix);
+                return say(buf, size,
+                           "user namespaces are disabled on this host "
+                           "(kernel.unprivileged_userns_clone=0): %s",
+                           fix);
         if (p->max_user_namespaces == 0)
-                return say(buf, size, "user namespaces are disabled on this host (user.max_user_namespaces=0): %s",
+                return say(buf, size,
+                           "user namespaces are disabled on this host (user.max_user_namespaces=0): %s",
                            fix);
         if (p->apparmor_restrict_userns == 1)
-                return say(buf, size, "AppArmor restricts unprivileged user namespaces on this host "
-                           "(kernel.apparmor_restrict_unprivileged_userns=1): %s", fix);
+                return say(buf, size,
+                           "AppArmor restricts unprivileged user namespaces on this host "
+                           "(kernel.apparmor_restrict_unprivileged_userns=1): %s",
+                           fix);
         if (p->userns == -ENOSPC)
-                return say(buf, size, "the limit of user namespaces is reached (user.max_user_namespaces=%ld): %s",
+                return say(buf, size,
+                           "the limit of user namespaces is reached (user.max_user_namespaces=%ld): %s",
                            p->max_user_namespaces, fix);
-        if ((p->userns == -EINVAL || p->userns == -ENOSYS) && streq(p->userns_step, "unshare(CLONE_NEWUSER)"))
+        if ((p->userns == -EINVAL || p->userns == -ENOSYS) &&
+            streq(p->userns_step, "unshare(CLONE_NEWUSER)"))
                 return say(buf, size, "this kernel has no user namespaces (CONFIG_USER_NS): %s", fix);
         if (p->userns == -EPERM && p->seccomp_mode == 2 && streq(p->userns_step, "unshare(CLONE_NEWUSER)"))
-                return say(buf, size, "user namespaces are refused by a seccomp filter around nano (a container?): "
-                           "%s", fix);
+                return say(buf, size,
+                           "user namespaces are refused by a seccomp filter around nano (a container?): "
+                           "%s",
+                           fix);
         if (p->userns == -ECANCELED)
                 return say(buf, size, "%s: not tried", what);
-        return say(buf, size, "%s do not work here (%s: %s): %s", what, p->userns_step ? p->userns_step : "?",
-                   strerror(-p->userns), fix);
+        return say(buf, size, "%s do not work here (%s: %s): %s", what,
+                   p->userns_step ? p->userns_step : "?", strerror(-p->userns), fix);
 }
 
 static const char *v2_reason(const NanoProbe *p, char *buf, size_t size)
@@ -112,15 +123,19 @@ static const char *v2_reason(const NanoProbe *p, char *buf, size_t size)
         case -ENOENT:
                 if (!p->cgroup_v2_mount[0])
                         return say(buf, size, "no cgroup2 filesystem is mounted");
-                return say(buf, size, "cgroup '%s' does not exist", p->cgroup_v2_dir[0] ? p->cgroup_v2_dir : "?");
+                return say(buf, size, "cgroup '%s' does not exist",
+                           p->cgroup_v2_dir[0] ? p->cgroup_v2_dir : "?");
         case -ENOMEDIUM:
-                return say(buf, size, "the cgroup2 mount at %s has no memory, pids or cpu controller (they are on "
-                           "cgroup v1 hierarchies)", p->cgroup_v2_mount);
+                return say(buf, size,
+                           "the cgroup2 mount at %s has no memory, pids or cpu controller (they are on "
+                           "cgroup v1 hierarchies)",
+                           p->cgroup_v2_mount);
         case -EACCES:
-                return say(buf, size, "cgroup '%s' is not delegated to uid %u (owner: uid %u): run nano in a "
+                return say(buf, size,
+                           "cgroup '%s' is not delegated to uid %u (owner: uid %u): run nano in a "
                            "delegated cgroup (systemd: Delegate=yes, or systemd-run --user --scope -p "
-                           "Delegate=yes), or set NANO_CGROUP_V2_ROOT", p->cgroup_v2_dir, (unsigned)p->uid,
-                           (unsigned)p->cgroup_v2_owner);
+                           "Delegate=yes), or set NANO_CGROUP_V2_ROOT",
+                           p->cgroup_v2_dir, (unsigned)p->uid, (unsigned)p->cgroup_v2_owner);
         default:
                 return say(buf, size, "cgroup '%s': %s", p->cgroup_v2_dir, strerror(-p->cgroup_v2));
         }
@@ -149,9 +164,12 @@ static const char *v1_reason(const NanoProbe *p, char *buf, size_t size)
                 if (!v->mount[0])
                         return say(buf, size, "no cgroup v1 hierarchy is mounted for %s", name);
                 if (v->error == -EACCES)
-                        return say(buf, size, "cgroup '%s' is not writable by uid %u (owner: uid %u): delegate it "
-                                   "(chown it and its cgroup.procs), or point NANO_CGROUP_V1_ROOT at a delegated "
-                                   "directory", v->dir, (unsigned)p->uid, (unsigned)v->owner);
+                        return say(buf, size,
+                                   "cgroup '%s' is not writable by uid %u (owner: uid %u): delegate it "
+                                   "(chown it and its cgroup.procs), or point NANO_CGROUP_V1_ROOT at a "
+                                   "delegated "
+                                   "directory",
+                                   v->dir, (unsigned)p->uid, (unsigned)v->owner);
                 if (v->error == -ENOENT && v->dir[0])
                         return say(buf, size, "cgroup '%s' does not exist", v->dir);
                 return say(buf, size, "cgroup v1 %s: %s", name, strerror(-v->error));
@@ -177,7 +195,8 @@ const char *nano_probe_reason(const NanoProbe *p, NanoProbeFeature f, char *buf,
                 if (p->userns < 0)
                         return userns_reason(p, buf, size, "user namespaces", "no pid namespace");
                 if (p->pidns == -EPERM || p->pidns == -EACCES)
-                        return say(buf, size, "a pid namespace does not work here (%s: %s; is /proc partly hidden, "
+                        return say(buf, size,
+                                   "a pid namespace does not work here (%s: %s; is /proc partly hidden, "
                                    "as in some containers?): run without a pid namespace",
                                    p->pidns_step ? p->pidns_step : "?", strerror(-p->pidns));
                 return say(buf, size, "a pid namespace does not work here (%s: %s): run without one",
@@ -187,17 +206,22 @@ const char *nano_probe_reason(const NanoProbe *p, NanoProbeFeature f, char *buf,
                         return NULL;
                 if (p->userns < 0)
                         return userns_reason(p, buf, size, "user namespaces", "no network isolation");
-                return say(buf, size, "a network namespace does not work here (%s: %s): run without network "
-                           "isolation", p->netns_step ? p->netns_step : "?", strerror(-p->netns));
+                return say(buf, size,
+                           "a network namespace does not work here (%s: %s): run without network "
+                           "isolation",
+                           p->netns_step ? p->netns_step : "?", strerror(-p->netns));
         case NANO_PROBE_SECCOMP:
                 if (p->seccomp == 0)
                         return NULL;
                 if (!p->built_seccomp || p->seccomp == -EOPNOTSUPP)
-                        return say(buf, size, "nano was built without seccomp support: no system call is denied");
+                        return say(buf, size,
+                                   "nano was built without seccomp support: no system call is denied");
                 if (p->seccomp == -ENOSYS)
-                        return say(buf, size, "this kernel has no seccomp filters (CONFIG_SECCOMP_FILTER): no system "
+                        return say(buf, size,
+                                   "this kernel has no seccomp filters (CONFIG_SECCOMP_FILTER): no system "
                                    "call is denied");
-                return say(buf, size, "a seccomp filter cannot be loaded here (%s): no system call is denied",
+                return say(buf, size,
+                           "a seccomp filter cannot be loaded here (%s): no system call is denied",
                            strerror(-p->seccomp));
         case NANO_PROBE_CAPS:
                 if (p->caps == 0)
@@ -207,11 +231,13 @@ const char *nano_probe_reason(const NanoProbe *p, NanoProbeFeature f, char *buf,
                 if (p->landlock == 0)
                         return NULL;
                 if (!p->built_namespaces)
-                        return say(buf, size, "nano was built without namespace support, which Landlock is part of");
+                        return say(buf, size,
+                                   "nano was built without namespace support, which Landlock is part of");
                 if (p->landlock == -ENOSYS)
                         return say(buf, size, "Landlock is not supported by this kernel (needs Linux 5.13)");
                 if (p->landlock == -EOPNOTSUPP)
-                        return say(buf, size, "Landlock is disabled on this host (add 'landlock' to the lsm= boot "
+                        return say(buf, size,
+                                   "Landlock is disabled on this host (add 'landlock' to the lsm= boot "
                                    "parameter)");
                 return say(buf, size, "Landlock does not work here (%s)", strerror(-p->landlock));
         case NANO_PROBE_CGROUP_V2:
@@ -222,7 +248,8 @@ const char *nano_probe_reason(const NanoProbe *p, NanoProbeFeature f, char *buf,
                 if (p->cgroup.version != NANO_CGROUP_NONE)
                         return NULL;
                 if (!p->built_cgroups)
-                        return say(buf, size, "nano was built without cgroup support: --memory, --cpus and --pids "
+                        return say(buf, size,
+                                   "nano was built without cgroup support: --memory, --cpus and --pids "
                                    "cannot be enforced");
                 return say(buf, size, "no delegated cgroup for --memory, --cpus and --pids (v2: %s; v1: %s)",
                            v2_reason(p, r2, sizeof r2) ?: "usable", v1_reason(p, r1, sizeof r1) ?: "usable");

@@ -10,39 +10,39 @@ static const struct {
         int resource;
         const char *name;
 } rlimit_table[] = {
-        { RLIMIT_AS, "as" },
-        { RLIMIT_CORE, "core" },
-        { RLIMIT_CPU, "cpu" },
-        { RLIMIT_DATA, "data" },
-        { RLIMIT_FSIZE, "fsize" },
-        { RLIMIT_NOFILE, "nofile" },
-        { RLIMIT_STACK, "stack" },
+        {RLIMIT_AS, "as"},
+        {RLIMIT_CORE, "core"},
+        {RLIMIT_CPU, "cpu"},
+        {RLIMIT_DATA, "data"},
+        {RLIMIT_FSIZE, "fsize"},
+        {RLIMIT_NOFILE, "nofile"},
+        {RLIMIT_STACK, "stack"},
 #ifdef RLIMIT_NPROC
-        { RLIMIT_NPROC, "nproc" },
+        {RLIMIT_NPROC, "nproc"},
 #endif
 #ifdef RLIMIT_MEMLOCK
-        { RLIMIT_MEMLOCK, "memlock" },
+        {RLIMIT_MEMLOCK, "memlock"},
 #endif
 #ifdef RLIMIT_LOCKS
-        { RLIMIT_LOCKS, "locks" },
+        {RLIMIT_LOCKS, "locks"},
 #endif
 #ifdef RLIMIT_SIGPENDING
-        { RLIMIT_SIGPENDING, "sigpending" },
+        {RLIMIT_SIGPENDING, "sigpending"},
 #endif
 #ifdef RLIMIT_MSGQUEUE
-        { RLIMIT_MSGQUEUE, "msgqueue" },
+        {RLIMIT_MSGQUEUE, "msgqueue"},
 #endif
 #ifdef RLIMIT_NICE
-        { RLIMIT_NICE, "nice" },
+        {RLIMIT_NICE, "nice"},
 #endif
 #ifdef RLIMIT_RTPRIO
-        { RLIMIT_RTPRIO, "rtprio" },
+        {RLIMIT_RTPRIO, "rtprio"},
 #endif
 #ifdef RLIMIT_RTTIME
-        { RLIMIT_RTTIME, "rttime" },
+        {RLIMIT_RTTIME, "rttime"},
 #endif
 #ifdef RLIMIT_RSS
-        { RLIMIT_RSS, "rss" },
+        {RLIMIT_RSS, "rss"},
 #endif
 };
 
@@ -131,7 +131,7 @@ static const char *format_rlim(rlim_t v, char buf[static 24])
 int nano_rlimits_apply(const NanoRlimit *l, size_t n, NanoError *e)
 {
         for (size_t i = 0; i < n; i++) {
-                struct rlimit rl = { .rlim_cur = l[i].soft, .rlim_max = l[i].hard };
+                struct rlimit rl = {.rlim_cur = l[i].soft, .rlim_max = l[i].hard};
                 const char *name = nano_rlimit_to_string(l[i].resource);
                 char soft[24], hard[24];
 

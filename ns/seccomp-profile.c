@@ -66,13 +66,13 @@ int nano_seccomp_profile_parse(const char *buf, size_t len, const char *origin, 
                 for (size_t i = 0; i < llen; i++) {
                         unsigned char c = (unsigned char)l[i];
                         if (c == '\r') {
-                                r = line_error(e, origin, line, EINVAL,
-                                               "carriage return (DOS line ending)", NULL, 0);
+                                r = line_error(e, origin, line, EINVAL, "carriage return (DOS line ending)",
+                                               NULL, 0);
                                 goto fail;
                         }
                         if ((c < 0x20 && c != '\t') || c > 0x7e) {
-                                r = line_error(e, origin, line, EINVAL,
-                                               "control or non-ASCII byte", NULL, 0);
+                                r = line_error(e, origin, line, EINVAL, "control or non-ASCII byte", NULL,
+                                               0);
                                 goto fail;
                         }
                 }
@@ -103,8 +103,7 @@ int nano_seccomp_profile_parse(const char *buf, size_t len, const char *origin, 
                                 goto fail;
                         }
                         if (default_line > 0) {
-                                r = line_error(e, origin, line, EINVAL,
-                                               "@default given twice", NULL, 0);
+                                r = line_error(e, origin, line, EINVAL, "@default given twice", NULL, 0);
                                 goto fail;
                         }
                         default_line = line;
@@ -127,8 +126,8 @@ int nano_seccomp_profile_parse(const char *buf, size_t len, const char *origin, 
                         if (strlen(ret->entries[i].name) == toklen &&
                             memcmp(ret->entries[i].name, tok, toklen) == 0) {
                                 char what[64];
-                                (void)ns_format(what, sizeof what, "already listed on line %u:",
-                                                ret->entries[i].line);
+                                (void)ns_format(what, sizeof what,
+                                                "already listed on line %u:", ret->entries[i].line);
                                 r = line_error(e, origin, line, EINVAL, what, tok, toklen);
                                 goto fail;
                         }
@@ -147,7 +146,8 @@ int nano_seccomp_profile_parse(const char *buf, size_t len, const char *origin, 
                         r = nano_error_set(e, EINVAL, "'%s': denies nothing (no system call, no @default)",
                                            origin);
                 else
-                        r = nano_error_set(e, EINVAL, "seccomp profile: denies nothing (no system call, no "
+                        r = nano_error_set(e, EINVAL,
+                                           "seccomp profile: denies nothing (no system call, no "
                                            "@default)");
                 goto fail;
         }

@@ -27,10 +27,10 @@
 #define CLONE_NEWTIME 0x00000080
 #endif
 
-#define CACHE_MAGIC "NANOBPF1"
+#define CACHE_MAGIC       "NANOBPF1"
 #define CACHE_HEADER_SIZE 24u /* magic, key length, instruction count, checksum */
-#define CACHE_KEY_MAX (256u * 1024u)
-#define BPF_INSNS_MAX 4096u   /* BPF_MAXINSNS: the kernel's limit for one filter */
+#define CACHE_KEY_MAX     (256u * 1024u)
+#define BPF_INSNS_MAX     4096u /* BPF_MAXINSNS: the kernel's limit for one filter */
 
 /* One denial: when arg >= 0, only calls with (arg & mask) == value. */
 typedef struct DenyRule {
@@ -43,20 +43,56 @@ typedef struct DenyRule {
 /* Plain denials, EPERM. Grouped as in doc/security.md. */
 static const char *const default_deny[] = {
         /* kernel code */
-        "init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load", "bpf",
+        "init_module",
+        "finit_module",
+        "delete_module",
+        "kexec_load",
+        "kexec_file_load",
+        "bpf",
         /* the kernel keyring is not namespaced */
-        "keyctl", "add_key", "request_key",
+        "keyctl",
+        "add_key",
+        "request_key",
         /* other processes' memory */
-        "ptrace", "process_vm_readv", "process_vm_writev",
+        "ptrace",
+        "process_vm_readv",
+        "process_vm_writev",
         /* the filesystem view: would undo the read-only host */
-        "mount", "umount", "umount2", "pivot_root", "move_mount", "open_tree", "fsopen", "fsmount",
-        "fsconfig", "fspick", "mount_setattr",
+        "mount",
+        "umount",
+        "umount2",
+        "pivot_root",
+        "move_mount",
+        "open_tree",
+        "fsopen",
+        "fsmount",
+        "fsconfig",
+        "fspick",
+        "mount_setattr",
         /* host-wide state */
-        "swapon", "swapoff", "reboot", "settimeofday", "stime", "clock_settime", "clock_settime64",
-        "clock_adjtime", "clock_adjtime64", "adjtimex", "acct", "quotactl", "quotactl_fd", "syslog",
-        "lookup_dcookie", "iopl", "ioperm",
+        "swapon",
+        "swapoff",
+        "reboot",
+        "settimeofday",
+        "stime",
+        "clock_settime",
+        "clock_settime64",
+        "clock_adjtime",
+        "clock_adjtime64",
+        "adjtimex",
+        "acct",
+        "quotactl",
+        "quotactl_fd",
+        "syslog",
+        "lookup_dcookie",
+        "iopl",
+        "ioperm",
         /* kernel attack surface out of proportion to what services need */
-        "perf_event_open", "userfaultfd", "open_by_handle_at", "io_uring_setup", "io_uring_enter",
+        "perf_event_open",
+        "userfaultfd",
+        "open_by_handle_at",
+        "io_uring_setup",
+        "io_uring_enter",
         "io_uring_register",
         /* joining namespaces; creating them is filtered by flag below */
         "setns",
@@ -69,7 +105,10 @@ static const uint64_t ns_clone_flags[] = {
 /* personality(2) flags that weaken the process: no ASLR, executable data, a mapping at 0. The
  * query personality(0xffffffff) must keep working: no flag uses bit 31, so it is in every mask. */
 static const uint64_t bad_personality[] = {
-        ADDR_NO_RANDOMIZE, READ_IMPLIES_EXEC, MMAP_PAGE_ZERO, ADDR_COMPAT_LAYOUT,
+        ADDR_NO_RANDOMIZE,
+        READ_IMPLIES_EXEC,
+        MMAP_PAGE_ZERO,
+        ADDR_COMPAT_LAYOUT,
 };
 #define PERSONALITY_QUERY_BIT UINT64_C(0x80000000)
 
@@ -90,29 +129,29 @@ static int for_each_rule(const NanoSeccompProfile *profile, rule_cb cb, void *us
 
         if (!profile || profile->include_default) {
                 for (size_t i = 0; i < ELEMENTSOF(default_deny); i++) {
-                        r = cb(&(DenyRule){ .name = default_deny[i], .error = EPERM, .arg = -1 }, 0, userdata);
+                        r = cb(&(DenyRule){.name = default_deny[i], .error = EPERM, .arg = -1}, 0, userdata);
                         if (r < 0)
                                 return r;
                 }
                 for (size_t i = 0; i < ELEMENTSOF(ns_clone_flags); i++) {
                         uint64_t f = ns_clone_flags[i];
-                        r = cb(&(DenyRule){ "clone", EPERM, clone_flags_arg(), f, f }, 0, userdata);
+                        r = cb(&(DenyRule){"clone", EPERM, clone_flags_arg(), f, f}, 0, userdata);
                         if (r >= 0)
-                                r = cb(&(DenyRule){ "unshare", EPERM, 0, f, f }, 0, userdata);
+                                r = cb(&(DenyRule){"unshare", EPERM, 0, f, f}, 0, userdata);
                         if (r < 0)
                                 return r;
                 }
-                r = cb(&(DenyRule){ "unshare", EPERM, 0, CLONE_NEWTIME, CLONE_NEWTIME }, 0, userdata);
+                r = cb(&(DenyRule){"unshare", EPERM, 0, CLONE_NEWTIME, CLONE_NEWTIME}, 0, userdata);
                 if (r < 0)
                         return r;
                 /* clone3 passes its flags in memory, where BPF cannot look: refuse it with ENOSYS, so
                  * that libc falls back to clone(), whose flags the rules above see. */
-                r = cb(&(DenyRule){ .name = "clone3", .error = ENOSYS, .arg = -1 }, 0, userdata);
+                r = cb(&(DenyRule){.name = "clone3", .error = ENOSYS, .arg = -1}, 0, userdata);
                 if (r < 0)
                         return r;
                 for (size_t i = 0; i < ELEMENTSOF(bad_personality); i++) {
                         uint64_t f = bad_personality[i];
-                        r = cb(&(DenyRule){ "personality", EPERM, 0, f | PERSONALITY_QUERY_BIT, f }, 0,
+                        r = cb(&(DenyRule){"personality", EPERM, 0, f | PERSONALITY_QUERY_BIT, f}, 0,
                                userdata);
                         if (r < 0)
                                 return r;
@@ -120,7 +159,7 @@ static int for_each_rule(const NanoSeccompProfile *profile, rule_cb cb, void *us
         }
         if (profile)
                 for (size_t i = 0; i < profile->n_entries; i++) {
-                        r = cb(&(DenyRule){ .name = profile->entries[i].name, .error = EPERM, .arg = -1 },
+                        r = cb(&(DenyRule){.name = profile->entries[i].name, .error = EPERM, .arg = -1},
                                profile->entries[i].line, userdata);
                         if (r < 0)
                                 return r;
@@ -144,8 +183,9 @@ static int render_rule(const DenyRule *r, unsigned line, void *userdata)
         if (r->arg < 0)
                 n = snprintf(room ? t->buf + t->len : NULL, room, "%s errno=%d\n", r->name, r->error);
         else
-                n = snprintf(room ? t->buf + t->len : NULL, room, "%s errno=%d a%d&0x%llx==0x%llx\n", r->name,
-                             r->error, r->arg, (unsigned long long)r->mask, (unsigned long long)r->value);
+                n = snprintf(room ? t->buf + t->len : NULL, room, "%s errno=%d a%d&0x%llx==0x%llx\n",
+                             r->name, r->error, r->arg, (unsigned long long)r->mask,
+                             (unsigned long long)r->value);
         if (n < 0)
                 return -EINVAL;
         t->len += (size_t)n;
@@ -155,7 +195,7 @@ static int render_rule(const DenyRule *r, unsigned line, void *userdata)
 /* snprintf() semantics: returns the full length, writes what fits. */
 static int render_rules(const NanoSeccompProfile *profile, char *buf, size_t size, size_t *ret_len)
 {
-        TextBuf t = { buf, size, 0 };
+        TextBuf t = {buf, size, 0};
         int r;
 
         if (size > 0)
@@ -209,8 +249,8 @@ static int add_rule(const DenyRule *r, unsigned line, void *userdata)
                 if (s->profile && s->profile->origin[0])
                         return nano_error_set(s->e, EINVAL, "'%s' line %u: unknown system call '%s'",
                                               s->profile->origin, line, r->name);
-                return nano_error_set(s->e, EINVAL, "seccomp profile line %u: unknown system call '%s'", line,
-                                      r->name);
+                return nano_error_set(s->e, EINVAL, "seccomp profile line %u: unknown system call '%s'",
+                                      line, r->name);
         }
 
         if (r->arg < 0)
@@ -229,10 +269,10 @@ static int add_rule(const DenyRule *r, unsigned line, void *userdata)
  * make the denied calls through int $0x80 (libseccomp's default for an unknown arch is to kill). */
 static const uint32_t *compat_arches(void)
 {
-        static const uint32_t x86_64[] = { SCMP_ARCH_X86, SCMP_ARCH_X32, 0 };
-        static const uint32_t aarch64[] = { SCMP_ARCH_ARM, 0 };
-        static const uint32_t s390x[] = { SCMP_ARCH_S390, 0 };
-        static const uint32_t none[] = { 0 };
+        static const uint32_t x86_64[] = {SCMP_ARCH_X86, SCMP_ARCH_X32, 0};
+        static const uint32_t aarch64[] = {SCMP_ARCH_ARM, 0};
+        static const uint32_t s390x[] = {SCMP_ARCH_S390, 0};
+        static const uint32_t none[] = {0};
 
         switch (seccomp_arch_native()) {
         case SCMP_ARCH_X86_64:
@@ -274,7 +314,7 @@ static int compile(const NanoSeccompProfile *profile, void **ret, size_t *ret_n,
                         return nano_error_set(e, r, "seccomp arch 0x%x: %m", *a);
         }
 
-        r = for_each_rule(profile, add_rule, &(CompileState){ ctx, profile, e });
+        r = for_each_rule(profile, add_rule, &(CompileState){ctx, profile, e});
         if (r < 0)
                 return r;
 
@@ -363,14 +403,15 @@ static int open_cache_dir(const char *path, NanoError *e)
                 return nano_error_set(e, errno, "stat the seccomp cache '%s': %m", path);
         /* Whoever can write here chooses the filter of every instance. */
         if (st.st_uid != geteuid() || (st.st_mode & 0022))
-                return nano_error_set(e, EPERM,
-                                      "the seccomp cache '%s' may be written by others (owner %u, mode %03o)",
-                                      path, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777));
+                return nano_error_set(
+                        e, EPERM, "the seccomp cache '%s' may be written by others (owner %u, mode %03o)",
+                        path, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777));
         return TAKE_FD(fd);
 }
 
 /* Returns 1 and the program on a hit, 0 on a miss (absent, truncated, foreign), -errno on I/O errors. */
-static int cache_load(int dirfd, const char *name, const char *key, size_t key_len, void **ret, size_t *ret_n)
+static int cache_load(int dirfd, const char *name, const char *key, size_t key_len, void **ret,
+                      size_t *ret_n)
 {
         _cleanup_close_ int fd = -EBADF;
         _cleanup_free_ uint8_t *data = NULL;
@@ -385,7 +426,8 @@ static int cache_load(int dirfd, const char *name, const char *key, size_t key_l
         if (fstat(fd, &st) < 0)
                 return -errno;
         if (!S_ISREG(st.st_mode) || st.st_size < CACHE_HEADER_SIZE ||
-            (uint64_t)st.st_size > CACHE_HEADER_SIZE + CACHE_KEY_MAX + BPF_INSNS_MAX * sizeof(struct sock_filter))
+            (uint64_t)st.st_size >
+                    CACHE_HEADER_SIZE + CACHE_KEY_MAX + BPF_INSNS_MAX * sizeof(struct sock_filter))
                 return 0;
         data = malloc((size_t)st.st_size);
         if (!data)
@@ -398,7 +440,8 @@ static int cache_load(int dirfd, const char *name, const char *key, size_t key_l
         klen = le32_read(data + 8);
         n = le32_read(data + 12);
         if (klen != key_len || n == 0 || n > BPF_INSNS_MAX ||
-            (uint64_t)st.st_size != CACHE_HEADER_SIZE + (uint64_t)klen + (uint64_t)n * sizeof(struct sock_filter))
+            (uint64_t)st.st_size !=
+                    CACHE_HEADER_SIZE + (uint64_t)klen + (uint64_t)n * sizeof(struct sock_filter))
                 return 0;
         if (memcmp(data + CACHE_HEADER_SIZE, key, key_len) != 0)
                 return 0;
@@ -466,7 +509,8 @@ int nano_seccomp_prepare(const NanoSeccompProfile *profile, const char *cache_di
                 return nano_error_set(e, EINVAL, "seccomp: no program to fill");
         /* The parser refuses such a profile; one built by hand would give a filter that denies nothing. */
         if (profile && !profile->include_default && profile->n_entries == 0)
-                return nano_error_set(e, EINVAL, "seccomp profile: denies nothing (no system call, no @default)");
+                return nano_error_set(e, EINVAL,
+                                      "seccomp profile: denies nothing (no system call, no @default)");
         if (profile && profile->n_entries > NANO_SECCOMP_PROFILE_MAX_ENTRIES)
                 return nano_error_set(e, E2BIG, "seccomp profile: more than %u system calls",
                                       NANO_SECCOMP_PROFILE_MAX_ENTRIES);
@@ -524,7 +568,7 @@ int nano_seccomp_install(const NanoSeccompProgram *p, NanoError *e)
 
         if (!p || !p->insns || p->n == 0 || p->n > BPF_INSNS_MAX)
                 return nano_error_set(e, EINVAL, "load the seccomp filter: no program");
-        prog = (struct sock_fprog){ .len = (unsigned short)p->n, .filter = p->insns };
+        prog = (struct sock_fprog){.len = (unsigned short)p->n, .filter = p->insns};
 
         if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) == 0)
                 return 0;
@@ -540,7 +584,7 @@ int nano_seccomp_install(const NanoSeccompProgram *p, NanoError *e)
 void ns_probe_seccomp(NanoProbe *p, bool trial)
 {
         struct sock_filter allow = BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
-        struct sock_fprog prog = { .len = 1, .filter = &allow };
+        struct sock_fprog prog = {.len = 1, .filter = &allow};
         int status;
         pid_t pid;
 

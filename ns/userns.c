@@ -23,11 +23,9 @@ static const struct {
         int clone;
         const char *name;
 } optional_ns[] = {
-        { NANO_NS_PID, CLONE_NEWPID, "CLONE_NEWPID" },
-        { NANO_NS_NET, CLONE_NEWNET, "CLONE_NEWNET" },
-        { NANO_NS_IPC, CLONE_NEWIPC, "CLONE_NEWIPC" },
-        { NANO_NS_UTS, CLONE_NEWUTS, "CLONE_NEWUTS" },
-        { NANO_NS_CGROUP, CLONE_NEWCGROUP, "CLONE_NEWCGROUP" },
+        {NANO_NS_PID, CLONE_NEWPID, "CLONE_NEWPID"},          {NANO_NS_NET, CLONE_NEWNET, "CLONE_NEWNET"},
+        {NANO_NS_IPC, CLONE_NEWIPC, "CLONE_NEWIPC"},          {NANO_NS_UTS, CLONE_NEWUTS, "CLONE_NEWUTS"},
+        {NANO_NS_CGROUP, CLONE_NEWCGROUP, "CLONE_NEWCGROUP"},
 };
 
 int nano_ns_loopback_up(NanoError *e)
@@ -83,14 +81,16 @@ int nano_ns_unshare(const NanoNsConfig *c, NanoError *e)
         if (r >= 0)
                 r = ns_write_at(AT_FDCWD, "/proc/self/uid_map", map, false);
         if (r < 0)
-                return nano_error_set(e, r, "write '/proc/self/uid_map' (%.*s): %m", (int)strcspn(map, "\n"), map);
+                return nano_error_set(e, r, "write '/proc/self/uid_map' (%.*s): %m", (int)strcspn(map, "\n"),
+                                      map);
 
         r = ns_format(map, sizeof map, "%u %u 1\n", (c->flags & NANO_NS_MAP_ROOT) ? 0u : (unsigned)gid,
                       (unsigned)gid);
         if (r >= 0)
                 r = ns_write_at(AT_FDCWD, "/proc/self/gid_map", map, false);
         if (r < 0)
-                return nano_error_set(e, r, "write '/proc/self/gid_map' (%.*s): %m", (int)strcspn(map, "\n"), map);
+                return nano_error_set(e, r, "write '/proc/self/gid_map' (%.*s): %m", (int)strcspn(map, "\n"),
+                                      map);
 
         if (c->flags & NANO_NS_UTS) {
                 const char *h = c->hostname ? c->hostname : "nano";
@@ -134,7 +134,7 @@ typedef struct Trial {
 
 static void report(int fd, int feature, int error, int step)
 {
-        Trial t = { feature, error, step };
+        Trial t = {feature, error, step};
         ssize_t n;
 
         do
@@ -220,8 +220,8 @@ _noreturn_ static void trial_child(int fd)
 
 void ns_probe_namespaces(NanoProbe *p, bool trial)
 {
-        int *err[_TRIAL_MAX] = { &p->userns, &p->netns, &p->pidns };
-        const char **step[_TRIAL_MAX] = { &p->userns_step, &p->netns_step, &p->pidns_step };
+        int *err[_TRIAL_MAX] = {&p->userns, &p->netns, &p->pidns};
+        const char **step[_TRIAL_MAX] = {&p->userns_step, &p->netns_step, &p->pidns_step};
         _cleanup_close_ int rfd = -EBADF;
         int fds[2];
         Trial t;

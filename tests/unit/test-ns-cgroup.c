@@ -116,8 +116,8 @@ static void fake_v2_child(const char *dir)
 static void test_v2_fake(void **state)
 {
         _cleanup_(nano_cgroup_freep) NanoCgroup *cg = NULL, *again = NULL;
-        NanoCgroupPlace place = { .version = NANO_CGROUP_V2 };
-        NanoCgroupLimits l = { .memory_max = 256u << 20, .cpu_quota_us = 50000, .pids_max = 64 };
+        NanoCgroupPlace place = {.version = NANO_CGROUP_V2};
+        NanoCgroupLimits l = {.memory_max = 256u << 20, .cpu_quota_us = 50000, .pids_max = 64};
         char parent[PATH_MAX], child[PATH_MAX + 8];
         NanoCgroupState s;
         NanoError e = {};
@@ -173,8 +173,8 @@ static void test_v2_fake(void **state)
 static void test_v2_refusals(void **state)
 {
         _cleanup_(nano_cgroup_freep) NanoCgroup *cg = NULL;
-        NanoCgroupPlace place = { .version = NANO_CGROUP_V2 };
-        NanoCgroupLimits mem = { .memory_max = 1 << 20 };
+        NanoCgroupPlace place = {.version = NANO_CGROUP_V2};
+        NanoCgroupLimits mem = {.memory_max = 1 << 20};
         char parent[PATH_MAX];
         NanoError e = {};
 
@@ -197,7 +197,8 @@ static void test_v2_refusals(void **state)
         /* A write that fails rolls back what create made: here mkdir makes an empty directory (no
          * pids.max in it, unlike cgroupfs), so the write fails and the directory must go. */
         e = (NanoError){};
-        assert_int_equal(nano_cgroup_create(&place, "b", &(NanoCgroupLimits){ .pids_max = 5 }, &cg, &e), -ENOENT);
+        assert_int_equal(nano_cgroup_create(&place, "b", &(NanoCgroupLimits){.pids_max = 5}, &cg, &e),
+                         -ENOENT);
         assert_non_null(strstr(e.message, "/b/pids.max' (5): No such file or directory"));
         assert_false(exists(parent, "b"));
 
@@ -240,7 +241,7 @@ static void fake_v1(const char *root, bool memsw)
 
 static void v1_place(NanoCgroupPlace *p, const char *root)
 {
-        *p = (NanoCgroupPlace){ .version = NANO_CGROUP_V1 };
+        *p = (NanoCgroupPlace){.version = NANO_CGROUP_V1};
         assert_true(snprintf(p->v1[NANO_CGROUP_MEMORY], PATH_MAX, "%s/memory", root) < PATH_MAX);
         assert_true(snprintf(p->v1[NANO_CGROUP_PIDS], PATH_MAX, "%s/pids", root) < PATH_MAX);
         assert_true(snprintf(p->v1[NANO_CGROUP_CPU], PATH_MAX, "%s/cpu", root) < PATH_MAX);
@@ -249,7 +250,7 @@ static void v1_place(NanoCgroupPlace *p, const char *root)
 static void test_v1_fake(void **state)
 {
         _cleanup_(nano_cgroup_freep) NanoCgroup *cg = NULL;
-        NanoCgroupLimits l = { .memory_max = 1u << 30, .cpu_quota_us = 150000, .pids_max = 100 };
+        NanoCgroupLimits l = {.memory_max = 1u << 30, .cpu_quota_us = 150000, .pids_max = 100};
         _cleanup_free_ NanoCgroupPlace *place = calloc(1, sizeof *place);
         char root[PATH_MAX], d[PATH_MAX + 16];
         NanoCgroupState s;
@@ -316,18 +317,19 @@ static void test_v1_partial(void **state)
         v1_place(place, root);
         place->v1[NANO_CGROUP_PIDS][0] = 0;
 
-        assert_int_equal(nano_cgroup_create(place, "inst", &(NanoCgroupLimits){ .pids_max = 10 }, &cg, &e),
+        assert_int_equal(nano_cgroup_create(place, "inst", &(NanoCgroupLimits){.pids_max = 10}, &cg, &e),
                          -EOPNOTSUPP);
         assert_non_null(strstr(e.message, "the pids limit needs a delegated cgroup v1 directory"));
 
         e = (NanoError){};
-        assert_int_equal(nano_cgroup_create(place, "inst", &(NanoCgroupLimits){ .memory_max = 1 << 20 }, &cg, &e),
-                         0);
+        assert_int_equal(
+                nano_cgroup_create(place, "inst", &(NanoCgroupLimits){.memory_max = 1 << 20}, &cg, &e), 0);
         PATHF(d, "%s/memory/inst", root);
         assert_string_equal(get(d, "memory.limit_in_bytes"), "1048576");
         assert_false(exists(d, "memory.memsw.limit_in_bytes"));
         assert_int_equal(nano_cgroup_read(cg, &s, &e), 0);
-        assert_int_equal(s.present, NANO_CGROUP_MASK(NANO_CGROUP_MEMORY) | NANO_CGROUP_MASK(NANO_CGROUP_CPU));
+        assert_int_equal(s.present,
+                         NANO_CGROUP_MASK(NANO_CGROUP_MEMORY) | NANO_CGROUP_MASK(NANO_CGROUP_CPU));
         assert_int_equal(s.memory_max, 1 << 20);
         assert_int_equal(s.memory_swap_max, 0);
         assert_int_equal(s.pids_max, 0);
@@ -339,14 +341,14 @@ static void test_real(void **state)
 {
         _cleanup_(nano_cgroup_freep) NanoCgroup *cg = NULL;
         _cleanup_free_ NanoProbe *p = calloc(1, sizeof *p);
-        NanoCgroupLimits l = { .memory_max = 64u << 20, .cpu_quota_us = 50000, .pids_max = 1 };
+        NanoCgroupLimits l = {.memory_max = 64u << 20, .cpu_quota_us = 50000, .pids_max = 1};
         char name[64], reason[1024];
         int go[2], status;
         NanoCgroupState s;
         NanoError e = {};
         pid_t pid;
 
-        assert_int_equal(nano_probe(&(NanoProbeConfig){ .no_fork = true }, p), 0);
+        assert_int_equal(nano_probe(&(NanoProbeConfig){.no_fork = true}, p), 0);
         if (p->cgroup.version == NANO_CGROUP_NONE) {
                 print_message("# no real cgroup test: %s\n",
                               nano_probe_reason(p, NANO_PROBE_LIMITS, reason, sizeof reason));
@@ -441,8 +443,9 @@ static void test_stub(void **state)
         NanoCgroup *cg = NULL;
         NanoError e = {};
 
-        assert_int_equal(nano_cgroup_create(&(NanoCgroupPlace){ .version = NANO_CGROUP_V2 }, "x", NULL, &cg, &e),
-                         -EOPNOTSUPP);
+        assert_int_equal(
+                nano_cgroup_create(&(NanoCgroupPlace){.version = NANO_CGROUP_V2}, "x", NULL, &cg, &e),
+                -EOPNOTSUPP);
         assert_string_equal(e.message, "nano was built without cgroup support");
 }
 

@@ -47,22 +47,22 @@ static int group_teardown(void **state)
         return 0;
 }
 
-#define CHECK(cond)                                                                                    \
-        do {                                                                                           \
-                if (!(cond)) {                                                                         \
-                        fprintf(stderr, "# line %d: check failed: %s (errno: %m)\n", __LINE__, #cond); \
-                        _exit(1);                                                                      \
-                }                                                                                      \
+#define CHECK(cond)                                                                                         \
+        do {                                                                                                \
+                if (!(cond)) {                                                                              \
+                        fprintf(stderr, "# line %d: check failed: %s (errno: %m)\n", __LINE__, #cond);      \
+                        _exit(1);                                                                           \
+                }                                                                                           \
         } while (0)
-#define CHECK_ERRNO(call, want)                                                                        \
-        do {                                                                                           \
-                errno = 0;                                                                             \
-                long _r = (long)(call);                                                                \
-                if (_r >= 0 || errno != (want)) {                                                      \
+#define CHECK_ERRNO(call, want)                                                                             \
+        do {                                                                                                \
+                errno = 0;                                                                                  \
+                long _r = (long)(call);                                                                     \
+                if (_r >= 0 || errno != (want)) {                                                           \
                         fprintf(stderr, "# line %d: %s: returned %ld, errno %d, want errno %d\n", __LINE__, \
-                                #call, _r, errno, (want));                                             \
-                        _exit(1);                                                                      \
-                }                                                                                      \
+                                #call, _r, errno, (want));                                                  \
+                        _exit(1);                                                                           \
+                }                                                                                           \
         } while (0)
 
 static int wait_status(pid_t pid)
@@ -106,7 +106,7 @@ static void test_harden_then_exec(void **state)
         pid = fork();
         assert_true(pid >= 0);
         if (pid == 0) {
-                NanoRlimit rl[] = { { RLIMIT_CORE, 0, 0 } };
+                NanoRlimit rl[] = {{RLIMIT_CORE, 0, 0}};
                 NanoHardenConfig c = {
                         .rlimits = rl,
                         .n_rlimits = 1,
@@ -155,7 +155,7 @@ static void test_harden_denies(void **state)
         pid = fork();
         assert_true(pid >= 0);
         if (pid == 0) {
-                NanoHardenConfig c = { .seccomp = &prog };
+                NanoHardenConfig c = {.seccomp = &prog};
                 char host[64];
 
                 if (nano_harden(&c, NULL) < 0)
@@ -188,7 +188,7 @@ static void test_caps_in_userns(void **state)
         pid = fork();
         assert_true(pid >= 0);
         if (pid == 0) {
-                NanoNsConfig c = { .mode = NANO_ISOLATE_NS, .flags = NANO_NS_MAP_ROOT | NANO_NS_UTS };
+                NanoNsConfig c = {.mode = NANO_ISOLATE_NS, .flags = NANO_NS_MAP_ROOT | NANO_NS_UTS};
                 NanoError ce = {};
 
                 CHECK(nano_ns_unshare(&c, &ce) == 0);
@@ -246,9 +246,17 @@ static void test_rlimit_parse(void **state)
         assert_int_equal(nano_rlimit_from_string("bogus"), -EINVAL);
         assert_string_equal(nano_rlimit_to_string(RLIMIT_CORE), "core");
 
-        static const char *const bad[] = { "nofile",        "nofile=",       "bogus=1",    "nofile=abc",
-                                           "nofile=10:5",   "nofile=1:2:3",  "nofile= 1",  "nofile=-1",
-                                           "nofile=unlimited:10", "=5", "nofile=99999999999999999999" };
+        static const char *const bad[] = {"nofile",
+                                          "nofile=",
+                                          "bogus=1",
+                                          "nofile=abc",
+                                          "nofile=10:5",
+                                          "nofile=1:2:3",
+                                          "nofile= 1",
+                                          "nofile=-1",
+                                          "nofile=unlimited:10",
+                                          "=5",
+                                          "nofile=99999999999999999999"};
         for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
                 e = (NanoError){};
                 if (nano_rlimit_parse(bad[i], &l, &e) >= 0)
@@ -263,7 +271,7 @@ static void test_rlimit_apply(void **state)
 
         assert_true(pid >= 0);
         if (pid == 0) {
-                NanoRlimit l[] = { { RLIMIT_CORE, 0, 0 }, { RLIMIT_NOFILE, 16, 16 } };
+                NanoRlimit l[] = {{RLIMIT_CORE, 0, 0}, {RLIMIT_NOFILE, 16, 16}};
                 struct rlimit rl;
                 NanoError e = {};
                 int last = -1;
@@ -281,7 +289,7 @@ static void test_rlimit_apply(void **state)
                 }
                 CHECK(last >= 0 && last < 16);
                 /* Raising a hard limit back is what only CAP_SYS_RESOURCE may do: not after a drop. */
-                l[1] = (NanoRlimit){ RLIMIT_NOFILE, 16, 1 << 20 };
+                l[1] = (NanoRlimit){RLIMIT_NOFILE, 16, 1 << 20};
                 if (geteuid() != 0) {
                         CHECK(nano_rlimits_apply(&l[1], 1, &e) == -EPERM);
                         CHECK(strstr(e.message, "setrlimit nofile 16:1048576: Operation not permitted"));
@@ -320,8 +328,8 @@ static void test_landlock(void **state)
         pid = fork();
         assert_true(pid >= 0);
         if (pid == 0) {
-                const char *writable[] = { allowed, NULL };
-                NanoLandlockConfig c = { .writable = writable, .scope_signals = true };
+                const char *writable[] = {allowed, NULL};
+                NanoLandlockConfig c = {.writable = writable, .scope_signals = true};
                 char p[PATH_MAX * 2], q[PATH_MAX * 2], buf[8];
                 NanoError e = {};
                 int r;
@@ -387,9 +395,10 @@ static void test_harden_landlock_optional(void **state)
         if (pid == 0) {
                 /* A writable dir that does not exist is an error when Landlock runs, and harden says
                  * which; the caller sees it even though Landlock was not "required". */
-                const char *writable[] = { "/nonexistent-nano-dir", NULL };
-                NanoLandlockConfig ll = { .writable = writable };
-                NanoHardenConfig c = { .landlock = &ll, .keep_caps = true, .allow_new_privs = !HAVE_NAMESPACES };
+                const char *writable[] = {"/nonexistent-nano-dir", NULL};
+                NanoLandlockConfig ll = {.writable = writable};
+                NanoHardenConfig c = {
+                        .landlock = &ll, .keep_caps = true, .allow_new_privs = !HAVE_NAMESPACES};
                 NanoError e = {};
                 int r = nano_harden(&c, &e);
 

@@ -123,7 +123,7 @@ static bool unavailable(NanoProbeFeature f)
         if (!HAVE_NAMESPACES) {
                 /* Not a host's refusal: this build has only the stubs, and they must say so. */
                 NanoError e = {};
-                assert_int_equal(nano_ns_unshare(&(NanoNsConfig){ .mode = NANO_ISOLATE_NS }, &e), -EOPNOTSUPP);
+                assert_int_equal(nano_ns_unshare(&(NanoNsConfig){.mode = NANO_ISOLATE_NS}, &e), -EOPNOTSUPP);
                 assert_string_equal(e.message, "nano was built without namespace support");
                 print_message("# %s\n", reason);
                 return true;
@@ -168,23 +168,23 @@ static int run_child(child_fn fn, const NanoNsConfig *c, NanoError *ret_e)
         return WIFEXITED(status) ? WEXITSTATUS(status) : 200 + WTERMSIG(status);
 }
 
-#define CHECK(cond)                                                                                    \
-        do {                                                                                           \
-                if (!(cond)) {                                                                         \
-                        fprintf(stderr, "# line %d: check failed: %s (errno: %m)\n", __LINE__, #cond); \
-                        return 1;                                                                      \
-                }                                                                                      \
+#define CHECK(cond)                                                                                         \
+        do {                                                                                                \
+                if (!(cond)) {                                                                              \
+                        fprintf(stderr, "# line %d: check failed: %s (errno: %m)\n", __LINE__, #cond);      \
+                        return 1;                                                                           \
+                }                                                                                           \
         } while (0)
 /* The call fails with exactly this errno. */
-#define CHECK_ERRNO(call, want)                                                                        \
-        do {                                                                                           \
-                errno = 0;                                                                             \
-                long _r = (long)(call);                                                                \
-                if (_r >= 0 || errno != (want)) {                                                      \
+#define CHECK_ERRNO(call, want)                                                                             \
+        do {                                                                                                \
+                errno = 0;                                                                                  \
+                long _r = (long)(call);                                                                     \
+                if (_r >= 0 || errno != (want)) {                                                           \
                         fprintf(stderr, "# line %d: %s: returned %ld, errno %d, want errno %d\n", __LINE__, \
-                                #call, _r, errno, (want));                                             \
-                        return 1;                                                                      \
-                }                                                                                      \
+                                #call, _r, errno, (want));                                                  \
+                        return 1;                                                                           \
+                }                                                                                           \
         } while (0)
 
 static bool file_is(const char *path, const char *want)
@@ -219,8 +219,9 @@ static int write_new(const char *path)
  * (that is what AT_RECURSIVE, or the legacy per-mount remount, is for). */
 static int check_all_read_only(void)
 {
-        static const char *const rw[] = { "/nano/instance", "/tmp", "/dev/shm", "/dev/pts", "/dev/null",
-                                          "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty" };
+        static const char *const rw[] = {"/nano/instance", "/tmp",      "/dev/shm",  "/dev/pts",
+                                         "/dev/null",      "/dev/zero", "/dev/full", "/dev/random",
+                                         "/dev/urandom",   "/dev/tty"};
         char line[4096];
         FILE *f = fopen("/proc/self/mountinfo", "re");
         int n = 0;
@@ -335,7 +336,7 @@ static void run_ns(unsigned flags, uid_t uid, gid_t gid)
         NanoError e;
 
         (void)unlink((PATHF(created, "%s/new", instance), created));
-        expect_ids = (Ids){ uid, gid };
+        expect_ids = (Ids){uid, gid};
         assert_int_equal(run_child(ns_child, &c, &e), 0);
         assert_int_equal(e.error, 0);
 
@@ -372,7 +373,7 @@ static int pid1_checks(void)
         _cleanup_(closedirp) DIR *d = NULL;
         struct ifreq ifr = {};
         struct if_nameindex *names;
-        struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
         socklen_t alen = sizeof a;
         char hostname[64];
         struct dirent *de;
@@ -452,7 +453,7 @@ static void test_ns_pid_net_uts(void **state)
         if (unavailable(NANO_PROBE_PIDNS) || unavailable(NANO_PROBE_NETNS))
                 return;
         (void)unlink((PATHF(created, "%s/new", instance), created));
-        expect_ids = (Ids){ geteuid(), getegid() };
+        expect_ids = (Ids){geteuid(), getegid()};
         assert_int_equal(run_child(all_ns_child, &c, &e), 0);
         assert_int_equal(e.error, 0);
 }
@@ -494,7 +495,7 @@ static void test_rootfs(void **state)
         if (unavailable(NANO_PROBE_USERNS))
                 return;
         (void)unlink((PATHF(created, "%s/new", instance), created));
-        expect_ids = (Ids){ geteuid(), getegid() };
+        expect_ids = (Ids){geteuid(), getegid()};
         assert_int_equal(run_child(rootfs_child, &c, &e), 0);
         assert_int_equal(access(created, F_OK), 0);
 }
@@ -536,7 +537,7 @@ static int binds_child(const NanoNsConfig *c, NanoError *e)
 
 static void test_binds_and_hide(void **state)
 {
-        static const char *const hide[] = { "/etc", NULL };
+        static const char *const hide[] = {"/etc", NULL};
         char extra[PATH_MAX], extra_file[PATH_MAX], written[PATH_MAX * 2];
         NanoBind binds[3];
         NanoNsConfig c = {
@@ -554,14 +555,14 @@ static void test_binds_and_hide(void **state)
         PATHF(written, "%s/written", extra);
         (void)unlink(written);
 
-        binds[c.n_binds++] = (NanoBind){ .source = extra, .target = "/nano/extra" };
-        binds[c.n_binds++] = (NanoBind){ .source = extra_file, .target = "/nano/file", .read_only = true };
+        binds[c.n_binds++] = (NanoBind){.source = extra, .target = "/nano/extra"};
+        binds[c.n_binds++] = (NanoBind){.source = extra_file, .target = "/nano/file", .read_only = true};
         /* Over a directory of the host's read-only tree: its mount point exists already. */
         existing_dir = NULL;
         for (const char *d = "/srv\0/opt\0/mnt\0/media\0"; *d; d += strlen(d) + 1)
                 if (access(d, F_OK) == 0 && strncmp(tmpdir, d, strlen(d)) != 0) {
                         existing_dir = d;
-                        binds[c.n_binds++] = (NanoBind){ .source = store, .target = d, .read_only = true };
+                        binds[c.n_binds++] = (NanoBind){.source = store, .target = d, .read_only = true};
                         break;
                 }
 
@@ -592,7 +593,7 @@ static void test_errors(void **state)
 {
         char nope[PATH_MAX], want[PATH_MAX * 2], rootfs2[PATH_MAX], evil[PATH_MAX], link[PATH_MAX * 2];
         NanoBind bind;
-        NanoNsConfig c = { .mode = NANO_ISOLATE_NS, .binds = &bind, .n_binds = 1 };
+        NanoNsConfig c = {.mode = NANO_ISOLATE_NS, .binds = &bind, .n_binds = 1};
         struct stat st;
 
         if (unavailable(NANO_PROBE_USERNS))
@@ -601,25 +602,27 @@ static void test_errors(void **state)
         /* A mount point that would have to be created in the host's (read-only) tree. (An empty one
          * left by a broken build, run as root, would make the mount succeed: clear it first.) */
         (void)rmdir("/usr/nano-test-nonexistent");
-        bind = (NanoBind){ .source = store, .target = "/usr/nano-test-nonexistent" };
-        expect_failure(&c, EROFS, "create the mount point '/usr/nano-test-nonexistent': Read-only file system");
+        bind = (NanoBind){.source = store, .target = "/usr/nano-test-nonexistent"};
+        expect_failure(&c, EROFS,
+                       "create the mount point '/usr/nano-test-nonexistent': Read-only file system");
         assert_int_equal(stat("/usr/nano-test-nonexistent", &st), -1);
 
         /* A source that does not exist. */
         PATHF(nope, "%s/nope", tmpdir);
-        bind = (NanoBind){ .source = nope, .target = "/nano/x" };
+        bind = (NanoBind){.source = nope, .target = "/nano/x"};
         PATHF(want, "mount '/nano/x': open '%s': No such file or directory", nope);
         expect_failure(&c, ENOENT, want);
 
         /* Relative and escaping targets. */
-        bind = (NanoBind){ .source = store, .target = "nano/x" };
+        bind = (NanoBind){.source = store, .target = "nano/x"};
         expect_failure(&c, EINVAL, "mount point 'nano/x': not an absolute path");
-        bind = (NanoBind){ .source = store, .target = "/nano/../usr/x" };
+        bind = (NanoBind){.source = store, .target = "/nano/../usr/x"};
         expect_failure(&c, EINVAL, "mount point '/nano/../usr/x': '.' or '..' in the path");
 
         /* The staging directory. */
-        c = (NanoNsConfig){ .mode = NANO_ISOLATE_NS, .staging_dir = "/nonexistent-nano-staging" };
-        expect_failure(&c, ENOENT, "staging directory '/nonexistent-nano-staging': No such file or directory");
+        c = (NanoNsConfig){.mode = NANO_ISOLATE_NS, .staging_dir = "/nonexistent-nano-staging"};
+        expect_failure(&c, ENOENT,
+                       "staging directory '/nonexistent-nano-staging': No such file or directory");
 
         /* A rootfs without the mount points nano needs: it is read-only, they cannot be made. */
         PATHF(rootfs2, "%s/rootfs2", tmpdir);
@@ -627,7 +630,7 @@ static void test_errors(void **state)
                 PATHF(want, "%s/%s", rootfs2, d);
                 mkdir_p(want);
         }
-        c = (NanoNsConfig){ .mode = NANO_ISOLATE_ROOTFS, .release_dir = rootfs2, .instance_dir = instance };
+        c = (NanoNsConfig){.mode = NANO_ISOLATE_ROOTFS, .release_dir = rootfs2, .instance_dir = instance};
         expect_failure(&c, EROFS, "create the mount point '/nano/instance': Read-only file system");
 
         /* A symbolic link in the way, pointing to the host: refused, nothing created there. */
@@ -635,33 +638,32 @@ static void test_errors(void **state)
         PATHF(link, "%s/nano", rootfs2);
         assert_int_equal(symlink(evil, link), 0);
         mkdir_p(evil);
-        expect_failure(&c, ENOTDIR, "mount point '/nano/instance': Not a directory (a symbolic link or a file is in "
-                                    "the way)");
+        expect_failure(&c, ENOTDIR,
+                       "mount point '/nano/instance': Not a directory (a symbolic link or a file is in "
+                       "the way)");
         PATHF(want, "%s/instance", evil);
         assert_int_equal(stat(want, &st), -1);
 
         /* A pid namespace, but the root set up without forking first. */
-        c = (NanoNsConfig){ .mode = NANO_ISOLATE_NS, .flags = NANO_NS_PID };
+        c = (NanoNsConfig){.mode = NANO_ISOLATE_NS, .flags = NANO_NS_PID};
         if (!unavailable(NANO_PROBE_PIDNS))
-                expect_failure(&c, EPERM, "mount '/proc': Operation not permitted (with a pid namespace, set up the "
-                                          "root in the child forked after unshare");
+                expect_failure(&c, EPERM,
+                               "mount '/proc': Operation not permitted (with a pid namespace, set up the "
+                               "root in the child forked after unshare");
 
         /* Bad configs. */
-        c = (NanoNsConfig){ .mode = NANO_ISOLATE_ROOTFS };
+        c = (NanoNsConfig){.mode = NANO_ISOLATE_ROOTFS};
         expect_failure(&c, EINVAL, "new root: the rootfs mode needs a release directory");
-        c = (NanoNsConfig){ .mode = NANO_ISOLATE_BARE };
+        c = (NanoNsConfig){.mode = NANO_ISOLATE_BARE};
         expect_failure(&c, EINVAL, "namespaces: no config, or the bare mode");
 }
 
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_ns),
-                cmocka_unit_test(test_ns_legacy_remount),
-                cmocka_unit_test(test_ns_map_root),
-                cmocka_unit_test(test_ns_pid_net_uts),
-                cmocka_unit_test(test_rootfs),
-                cmocka_unit_test(test_binds_and_hide),
+                cmocka_unit_test(test_ns),          cmocka_unit_test(test_ns_legacy_remount),
+                cmocka_unit_test(test_ns_map_root), cmocka_unit_test(test_ns_pid_net_uts),
+                cmocka_unit_test(test_rootfs),      cmocka_unit_test(test_binds_and_hide),
                 cmocka_unit_test(test_errors),
         };
 

@@ -82,8 +82,8 @@ static NanoProbe *probe_new(void)
 
 static void test_real_probe(void **state)
 {
-        static const char *const names[] = { "userns", "pidns", "netns", "seccomp", "caps", "landlock",
-                                              "cgroup-v2", "cgroup-v1", "limits" };
+        static const char *const names[] = {"userns",   "pidns",     "netns",     "seccomp", "caps",
+                                            "landlock", "cgroup-v2", "cgroup-v1", "limits"};
         _cleanup_free_ NanoProbe *p = probe_new();
         char buf[1024];
 
@@ -127,7 +127,7 @@ static void test_real_probe(void **state)
                 assert_non_null(nano_probe_reason(p, NANO_PROBE_LIMITS, buf, sizeof buf));
 
         /* no_fork: the namespaces are not tried, and say so. */
-        assert_int_equal(nano_probe(&(NanoProbeConfig){ .no_fork = true }, p), 0);
+        assert_int_equal(nano_probe(&(NanoProbeConfig){.no_fork = true}, p), 0);
         if (HAVE_NAMESPACES) {
                 assert_int_equal(p->userns, -ECANCELED);
                 assert_string_equal(nano_probe_reason(p, NANO_PROBE_USERNS, buf, sizeof buf),
@@ -158,18 +158,20 @@ static void test_reasons(void **state)
         char buf[1024];
 
         p->unprivileged_userns_clone = 0;
-        assert_string_equal(nano_probe_reason(p, NANO_PROBE_USERNS, buf, sizeof buf),
-                            "user namespaces are disabled on this host (kernel.unprivileged_userns_clone=0): use "
-                            "--isolate bare");
+        assert_string_equal(
+                nano_probe_reason(p, NANO_PROBE_USERNS, buf, sizeof buf),
+                "user namespaces are disabled on this host (kernel.unprivileged_userns_clone=0): use "
+                "--isolate bare");
         /* The namespaces that need a user namespace give its reason. */
         assert_non_null(strstr(nano_probe_reason(p, NANO_PROBE_PIDNS, buf, sizeof buf),
                                "kernel.unprivileged_userns_clone=0"));
 
         p->unprivileged_userns_clone = 1;
         p->max_user_namespaces = 0;
-        assert_string_equal(nano_probe_reason(p, NANO_PROBE_USERNS, buf, sizeof buf),
-                            "user namespaces are disabled on this host (user.max_user_namespaces=0): use --isolate "
-                            "bare");
+        assert_string_equal(
+                nano_probe_reason(p, NANO_PROBE_USERNS, buf, sizeof buf),
+                "user namespaces are disabled on this host (user.max_user_namespaces=0): use --isolate "
+                "bare");
 
         p->max_user_namespaces = 100;
         p->apparmor_restrict_userns = 1;
@@ -186,16 +188,18 @@ static void test_reasons(void **state)
                                "refused by a seccomp filter around nano"));
 
         p->userns = -ENOSPC;
-        assert_string_equal(nano_probe_reason(p, NANO_PROBE_USERNS, buf, sizeof buf),
-                            "the limit of user namespaces is reached (user.max_user_namespaces=100): use --isolate "
-                            "bare");
+        assert_string_equal(
+                nano_probe_reason(p, NANO_PROBE_USERNS, buf, sizeof buf),
+                "the limit of user namespaces is reached (user.max_user_namespaces=100): use --isolate "
+                "bare");
 
         p->seccomp_mode = 0;
         p->userns = -EACCES;
         p->userns_step = "write /proc/self/uid_map";
-        assert_string_equal(nano_probe_reason(p, NANO_PROBE_USERNS, buf, sizeof buf),
-                            "user namespaces do not work here (write /proc/self/uid_map: Permission denied): use "
-                            "--isolate bare");
+        assert_string_equal(
+                nano_probe_reason(p, NANO_PROBE_USERNS, buf, sizeof buf),
+                "user namespaces do not work here (write /proc/self/uid_map: Permission denied): use "
+                "--isolate bare");
 
         p->userns = 0;
         assert_null(nano_probe_reason(p, NANO_PROBE_USERNS, buf, sizeof buf));
@@ -215,7 +219,8 @@ static void test_reasons(void **state)
                                "nano was built without seccomp support"));
         p->built_seccomp = true;
         p->seccomp = -ENOSYS;
-        assert_non_null(strstr(nano_probe_reason(p, NANO_PROBE_SECCOMP, buf, sizeof buf), "CONFIG_SECCOMP_FILTER"));
+        assert_non_null(
+                strstr(nano_probe_reason(p, NANO_PROBE_SECCOMP, buf, sizeof buf), "CONFIG_SECCOMP_FILTER"));
 
         p->built_namespaces = true;
         p->landlock = -EOPNOTSUPP;
@@ -234,13 +239,15 @@ static void test_cgroup_reasons(void **state)
 
         p->cgroup_v2 = -ENOMEDIUM;
         strcpy(p->cgroup_v2_mount, "/sys/fs/cgroup/unified");
-        assert_string_equal(nano_probe_reason(p, NANO_PROBE_CGROUP_V2, buf, sizeof buf),
-                            "the cgroup2 mount at /sys/fs/cgroup/unified has no memory, pids or cpu controller "
-                            "(they are on cgroup v1 hierarchies)");
+        assert_string_equal(
+                nano_probe_reason(p, NANO_PROBE_CGROUP_V2, buf, sizeof buf),
+                "the cgroup2 mount at /sys/fs/cgroup/unified has no memory, pids or cpu controller "
+                "(they are on cgroup v1 hierarchies)");
         p->cgroup_v2 = -EACCES;
         strcpy(p->cgroup_v2_dir, "/sys/fs/cgroup/user.slice");
-        assert_non_null(strstr(nano_probe_reason(p, NANO_PROBE_CGROUP_V2, buf, sizeof buf),
-                               "cgroup '/sys/fs/cgroup/user.slice' is not delegated to uid 1000 (owner: uid 0)"));
+        assert_non_null(
+                strstr(nano_probe_reason(p, NANO_PROBE_CGROUP_V2, buf, sizeof buf),
+                       "cgroup '/sys/fs/cgroup/user.slice' is not delegated to uid 1000 (owner: uid 0)"));
 
         for (int c = 0; c < _NANO_CGROUP_CONTROLLER_MAX; c++)
                 p->cgroup_v1_dirs[c].error = -ENOENT;
@@ -286,7 +293,8 @@ static void test_fake_proc(void **state)
               "33 22 0:29 / %s/v1/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n",
               tmpdir, tmpdir, tmpdir, tmpdir);
         put("proc/self/mountinfo", mountinfo);
-        put("proc/self/cgroup", "5:cpu,cpuacct:/user/alice\n4:pids:/\n3:memory:/user/alice\n0::/user/alice\n");
+        put("proc/self/cgroup",
+            "5:cpu,cpuacct:/user/alice\n4:pids:/\n3:memory:/user/alice\n0::/user/alice\n");
         put("proc/self/status", "Name:\tx\nSeccomp:\t2\nSeccomp_filters:\t1\n");
         put("proc/sys/kernel/unprivileged_userns_clone", "0\n");
         put("proc/sys/user/max_user_namespaces", "31231\n");
@@ -298,7 +306,7 @@ static void test_fake_proc(void **state)
         put("v1/cpu,cpuacct/user/alice/cgroup.procs", "");
         PATHF(proc, "%s/proc", tmpdir);
 
-        assert_int_equal(nano_probe(&(NanoProbeConfig){ .proc = proc, .no_fork = true }, p), 0);
+        assert_int_equal(nano_probe(&(NanoProbeConfig){.proc = proc, .no_fork = true}, p), 0);
         assert_int_equal(p->unprivileged_userns_clone, 0);
         assert_int_equal(p->max_user_namespaces, 31231);
         assert_int_equal(p->apparmor_restrict_userns, -1);
@@ -324,7 +332,7 @@ static void test_fake_proc(void **state)
 
         /* A v2 without controllers (this host's /sys/fs/cgroup/unified): v1 is chosen. */
         put("cg2/user/alice/cgroup.controllers", "\n");
-        assert_int_equal(nano_probe(&(NanoProbeConfig){ .proc = proc, .no_fork = true }, p), 0);
+        assert_int_equal(nano_probe(&(NanoProbeConfig){.proc = proc, .no_fork = true}, p), 0);
         assert_int_equal(p->cgroup_v2, -ENOMEDIUM);
         assert_int_equal(p->cgroup.version, NANO_CGROUP_V1);
         PATHF(want, "%s/v1/memory/user/alice", tmpdir);
@@ -333,9 +341,10 @@ static void test_fake_proc(void **state)
         /* NANO_CGROUP_V1_ROOT (here the config): the same path inside every hierarchy. */
         put("v1/memory/nano/bob/cgroup.procs", "");
         put("v1/cpu,cpuacct/nano/bob/cgroup.procs", "");
-        assert_int_equal(nano_probe(&(NanoProbeConfig){ .proc = proc, .no_fork = true, .cgroup_v1_root = "/nano/bob" },
-                                    p),
-                         0);
+        assert_int_equal(
+                nano_probe(&(NanoProbeConfig){.proc = proc, .no_fork = true, .cgroup_v1_root = "/nano/bob"},
+                           p),
+                0);
         PATHF(want, "%s/v1/memory/nano/bob", tmpdir);
         assert_string_equal(p->cgroup.v1[NANO_CGROUP_MEMORY], want);
         PATHF(want, "%s/v1/cpu,cpuacct/nano/bob", tmpdir);
@@ -348,7 +357,7 @@ static void test_fake_proc(void **state)
         if (geteuid() != 0) {
                 PATHF(want, "%s/v1/memory/user/alice", tmpdir);
                 assert_int_equal(chmod(want, 0555), 0);
-                assert_int_equal(nano_probe(&(NanoProbeConfig){ .proc = proc, .no_fork = true }, p), 0);
+                assert_int_equal(nano_probe(&(NanoProbeConfig){.proc = proc, .no_fork = true}, p), 0);
                 assert_int_equal(p->cgroup_v1_dirs[NANO_CGROUP_MEMORY].error, -EACCES);
                 assert_int_equal(p->cgroup.v1[NANO_CGROUP_MEMORY][0], 0);
                 assert_int_equal(chmod(want, 0755), 0);
@@ -356,7 +365,7 @@ static void test_fake_proc(void **state)
 
         /* No cgroup mounts at all. */
         put("proc/self/mountinfo", "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n");
-        assert_int_equal(nano_probe(&(NanoProbeConfig){ .proc = proc, .no_fork = true }, p), 0);
+        assert_int_equal(nano_probe(&(NanoProbeConfig){.proc = proc, .no_fork = true}, p), 0);
         assert_int_equal(p->cgroup_v2, -ENOENT);
         assert_int_equal(p->cgroup.version, NANO_CGROUP_NONE);
 }
@@ -376,7 +385,7 @@ static void test_fake_proc_mount_root(void **state)
         put("sub/carol/app/cgroup.procs", "");
         PATHF(proc, "%s/proc2", tmpdir);
 
-        assert_int_equal(nano_probe(&(NanoProbeConfig){ .proc = proc, .no_fork = true }, p), 0);
+        assert_int_equal(nano_probe(&(NanoProbeConfig){.proc = proc, .no_fork = true}, p), 0);
         PATHF(want, "%s/sub/carol/app", tmpdir);
         assert_string_equal(p->cgroup_v2_dir, want);
         assert_int_equal(p->cgroup_v2_available, NANO_CGROUP_MASK(NANO_CGROUP_PIDS));
@@ -384,7 +393,7 @@ static void test_fake_proc_mount_root(void **state)
 
         /* Our cgroup outside what the mount shows. */
         put("proc2/self/cgroup", "0::/elsewhere\n");
-        assert_int_equal(nano_probe(&(NanoProbeConfig){ .proc = proc, .no_fork = true }, p), 0);
+        assert_int_equal(nano_probe(&(NanoProbeConfig){.proc = proc, .no_fork = true}, p), 0);
         assert_int_equal(p->cgroup_v2, -ENOENT);
 }
 

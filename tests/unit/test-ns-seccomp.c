@@ -92,21 +92,22 @@ static void test_parse_bad(void **state)
                 int error;
                 const char *message;
         } cases[] = {
-                { "keyctl ptrace\n", 0, EINVAL, "'p' line 1: expected one system call name per line, got 'keyctl "
-                                                "ptrace'" },
-                { "keyctl\nPtrace\n", 0, EINVAL, "'p' line 2: not a system call name" },
-                { "1abc\n", 0, EINVAL, "'p' line 1: not a system call name" },
-                { "open-at\n", 0, EINVAL, "'p' line 1: not a system call name" },
-                { "keyctl\n\nkeyctl\n", 0, EINVAL, "'p' line 3: already listed on line 1: 'keyctl'" },
-                { "@default\n@default\n", 0, EINVAL, "'p' line 2: @default given twice" },
-                { "@defaults\n", 0, EINVAL, "'p' line 1: unknown directive" },
-                { "keyctl\r\n", 0, EINVAL, "'p' line 1: carriage return" },
-                { "key\0ctl\n", 8, EINVAL, "'p' line 1: control or non-ASCII byte" },
-                { "keyctl\n\xc3\xa9\n", 0, EINVAL, "'p' line 2: control or non-ASCII byte" },
-                { "", 0, EINVAL, "'p': denies nothing" },
-                { "# nothing\n\n   \n", 0, EINVAL, "'p': denies nothing" },
-                { "a234567890123456789012345678901234567890123456789012345678901234\n", 0, ENAMETOOLONG,
-                  "'p' line 1: system call name longer than 63 bytes" },
+                {"keyctl ptrace\n", 0, EINVAL,
+                 "'p' line 1: expected one system call name per line, got 'keyctl "
+                 "ptrace'"},
+                {"keyctl\nPtrace\n", 0, EINVAL, "'p' line 2: not a system call name"},
+                {"1abc\n", 0, EINVAL, "'p' line 1: not a system call name"},
+                {"open-at\n", 0, EINVAL, "'p' line 1: not a system call name"},
+                {"keyctl\n\nkeyctl\n", 0, EINVAL, "'p' line 3: already listed on line 1: 'keyctl'"},
+                {"@default\n@default\n", 0, EINVAL, "'p' line 2: @default given twice"},
+                {"@defaults\n", 0, EINVAL, "'p' line 1: unknown directive"},
+                {"keyctl\r\n", 0, EINVAL, "'p' line 1: carriage return"},
+                {"key\0ctl\n", 8, EINVAL, "'p' line 1: control or non-ASCII byte"},
+                {"keyctl\n\xc3\xa9\n", 0, EINVAL, "'p' line 2: control or non-ASCII byte"},
+                {"", 0, EINVAL, "'p': denies nothing"},
+                {"# nothing\n\n   \n", 0, EINVAL, "'p': denies nothing"},
+                {"a234567890123456789012345678901234567890123456789012345678901234\n", 0, ENAMETOOLONG,
+                 "'p' line 1: system call name longer than 63 bytes"},
         };
 
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -116,7 +117,8 @@ static void test_parse_bad(void **state)
                 int r;
 
                 r = nano_seccomp_profile_parse(cases[i].text, len, "p", p, &e);
-                if (r != -cases[i].error || strncmp(e.message, cases[i].message, strlen(cases[i].message)) != 0)
+                if (r != -cases[i].error ||
+                    strncmp(e.message, cases[i].message, strlen(cases[i].message)) != 0)
                         fail_msg("case %zu: got %d '%s', want %d '%s'", i, r, e.message, -cases[i].error,
                                  cases[i].message);
                 assert_int_equal(e.error, cases[i].error);
@@ -160,7 +162,8 @@ static void test_parse_limits(void **state)
         memcpy(text, "keyctl\n", 7);
         e = (NanoError){};
         assert_int_equal(nano_seccomp_profile_parse(text, NANO_SECCOMP_PROFILE_MAX_SIZE, NULL, p, &e), 0);
-        assert_int_equal(nano_seccomp_profile_parse(text, NANO_SECCOMP_PROFILE_MAX_SIZE + 1, NULL, p, &e), -EFBIG);
+        assert_int_equal(nano_seccomp_profile_parse(text, NANO_SECCOMP_PROFILE_MAX_SIZE + 1, NULL, p, &e),
+                         -EFBIG);
         assert_string_equal(e.message, "seccomp profile: larger than 65536 bytes");
 }
 
@@ -190,7 +193,8 @@ static void test_default_list(void **state)
         assert_non_null(strstr(text, "\nclone errno=1 a0&0x10000000==0x10000000\n")); /* CLONE_NEWUSER */
         assert_non_null(strstr(text, "\nunshare errno=1 a0&0x20000==0x20000\n"));     /* CLONE_NEWNS */
         assert_non_null(strstr(text, "\nclone3 errno=38\n"));                         /* ENOSYS */
-        assert_non_null(strstr(text, "\npersonality errno=1 a0&0x80040000==0x40000\n")); /* ADDR_NO_RANDOMIZE */
+        assert_non_null(
+                strstr(text, "\npersonality errno=1 a0&0x80040000==0x40000\n")); /* ADDR_NO_RANDOMIZE */
         assert_int_equal(nano_seccomp_rules_text(NULL, text, 16, &e), -ENOBUFS);
 }
 
@@ -293,8 +297,9 @@ static void test_cache(void **state)
                 compile_ns += x.prepare_ns;
                 nano_seccomp_program_done(&x);
         }
-        print_message("# seccomp: default list compiled in %llu us, read from the cache in %llu us (means of 5)\n",
-                      (unsigned long long)compile_ns / 5000, (unsigned long long)load_ns / 5000);
+        print_message(
+                "# seccomp: default list compiled in %llu us, read from the cache in %llu us (means of 5)\n",
+                (unsigned long long)compile_ns / 5000, (unsigned long long)load_ns / 5000);
 
         nano_seccomp_program_done(&a);
         nano_seccomp_program_done(&b);
@@ -340,24 +345,24 @@ static int in_filtered_child(const NanoSeccompProgram *prog, int (*fn)(void))
         return WEXITSTATUS(status);
 }
 
-#define EXPECT(call, want_errno)                                                                       \
-        do {                                                                                           \
-                errno = 0;                                                                             \
-                long _r = (long)(call);                                                                \
-                if (_r != -1 || errno != (want_errno)) {                                               \
+#define EXPECT(call, want_errno)                                                                            \
+        do {                                                                                                \
+                errno = 0;                                                                                  \
+                long _r = (long)(call);                                                                     \
+                if (_r != -1 || errno != (want_errno)) {                                                    \
                         fprintf(stderr, "# line %d: %s: returned %ld, errno %d, want errno %d\n", __LINE__, \
-                                #call, _r, errno, (want_errno));                                       \
-                        return 1;                                                                      \
-                }                                                                                      \
+                                #call, _r, errno, (want_errno));                                            \
+                        return 1;                                                                           \
+                }                                                                                           \
         } while (0)
-#define EXPECT_OK(call)                                                                                \
-        do {                                                                                           \
-                errno = 0;                                                                             \
-                long _r = (long)(call);                                                                \
-                if (_r == -1) {                                                                        \
-                        fprintf(stderr, "# line %d: %s: errno %d\n", __LINE__, #call, errno);         \
-                        return 1;                                                                      \
-                }                                                                                      \
+#define EXPECT_OK(call)                                                                                     \
+        do {                                                                                                \
+                errno = 0;                                                                                  \
+                long _r = (long)(call);                                                                     \
+                if (_r == -1) {                                                                             \
+                        fprintf(stderr, "# line %d: %s: errno %d\n", __LINE__, #call, errno);               \
+                        return 1;                                                                           \
+                }                                                                                           \
         } while (0)
 
 static int keyctl_errno(void)
@@ -459,7 +464,8 @@ static void test_install_needs_nnp(void **state)
         if (geteuid() == 0) {
                 /* Not a skip (cmocka 1.1.5 prints "not ok # SKIP", which meson counts as a failure): with
                  * CAP_SYS_ADMIN a filter loads without no_new_privs, so there is nothing to check. */
-                print_message("# as root: CAP_SYS_ADMIN loads filters without no_new_privs, nothing to check\n");
+                print_message(
+                        "# as root: CAP_SYS_ADMIN loads filters without no_new_privs, nothing to check\n");
                 return;
         }
         assert_int_equal(nano_seccomp_prepare(NULL, NULL, &prog, &e), 0);
