@@ -28,6 +28,7 @@ cd "$ROOT"
 
 BUILD=${NANO_BUILD_DIR:-build}
 ASAN_BUILD=${NANO_ASAN_BUILD_DIR:-build-asan}
+MIN_BUILD=${NANO_MIN_BUILD_DIR:-build-min}
 TEST_USER=${NANO_TEST_USER:-nanotest}
 PYTHON=/usr/bin/python3
 PYTEST_TIMEOUT=${NANO_TEST_SUITE_TIMEOUT:-1800} # seconds, per pytest run: a hang must not eat CI
@@ -144,6 +145,7 @@ stage_build() { # DIR MESON_ARGS...
         # -k 0: build all that builds, so that one broken file does not hide every other test.
         if ! ninja -C "$dir" -k 0; then
                 stage_failed "build $dir" "compilation failed, see above"
+                return 1
         fi
         return 0
 }
@@ -404,6 +406,13 @@ if ((do_normal)); then
 fi
 if ((do_asan)); then
         stage_build "$ASAN_BUILD" -Db_sanitize=address,undefined -Db_lundef=false || true
+fi
+if ((do_normal)); then
+        # Every optional feature compiled out (the stand-in for hosts without them): the stubs must
+        # keep building. Counted as a stage: a build failure is a test failure.
+        if stage_build "$MIN_BUILD" --auto-features=disabled -Dtests=false; then
+                add_counts "build ($MIN_BUILD, --auto-features=disabled)" 1 0 0
+        fi
 fi
 
 if ((do_normal)); then
