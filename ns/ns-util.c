@@ -44,26 +44,18 @@ int ns_write_at(int dirfd, const char *path, const char *s, bool trunc)
 ssize_t ns_read_at(int dirfd, const char *path, char *buf, size_t size)
 {
         _cleanup_close_ int fd = -EBADF;
-        size_t done = 0;
+        ssize_t n;
 
         if (size == 0)
                 return -ENOBUFS;
         fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
         if (fd < 0)
                 return -errno;
-        while (done < size - 1) {
-                ssize_t n = read(fd, buf + done, size - 1 - done);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                if (n == 0)
-                        break;
-                done += (size_t)n;
-        }
-        buf[done] = 0;
-        return (ssize_t)done;
+        n = read_full(fd, buf, size - 1);
+        if (n < 0)
+                return n;
+        buf[n] = 0;
+        return n;
 }
 
 int ns_parse_u64(const char *s, uint64_t *ret)
