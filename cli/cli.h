@@ -29,6 +29,12 @@ int usage_error(const char *fmt, ...) _printf_(1, 2);
 /* Prints a JSON value on one line of stdout and frees it. */
 void json_print(json_object *o);
 
+/* o[key] = v, for the counters every --json output is made of. */
+static inline void json_add_u64(json_object *o, const char *key, uint64_t v)
+{
+        json_object_object_add(o, key, json_object_new_int64((int64_t)v));
+}
+
 int verb_store(int argc, char **argv);
 int verb_mount(int argc, char **argv);
 int verb_umount(int argc, char **argv);

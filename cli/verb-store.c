@@ -214,12 +214,12 @@ static int verb_add(int argc, char **argv)
                 snprintf(rel, sizeof rel, "%s@%s", o.name, o.version);
                 json_object_object_add(j, "release", json_object_new_string(rel));
                 json_object_object_add(j, "id", json_object_new_string(id));
-                json_object_object_add(j, "files", json_object_new_int64((int64_t)res.files));
-                json_object_object_add(j, "directories", json_object_new_int64((int64_t)res.directories));
-                json_object_object_add(j, "symlinks", json_object_new_int64((int64_t)res.symlinks));
-                json_object_object_add(j, "bytes", json_object_new_int64((int64_t)res.bytes));
-                json_object_object_add(j, "new_objects", json_object_new_int64((int64_t)res.new_objects));
-                json_object_object_add(j, "new_bytes", json_object_new_int64((int64_t)res.new_bytes));
+                json_add_u64(j, "files", res.files);
+                json_add_u64(j, "directories", res.directories);
+                json_add_u64(j, "symlinks", res.symlinks);
+                json_add_u64(j, "bytes", res.bytes);
+                json_add_u64(j, "new_objects", res.new_objects);
+                json_add_u64(j, "new_bytes", res.new_bytes);
                 json_object_object_add(j, "existed", json_object_new_boolean(res.existed));
                 json_object_object_add(j, "seconds", json_object_new_double((double)(now_ns() - start) / 1e9));
                 json_print(j);
@@ -387,7 +387,7 @@ static int verb_show(int argc, char **argv)
                         json_object_object_add(j, "path", json_object_new_string(path));
                         json_object_object_add(j, "type", json_object_new_string(type_string(e.type)));
                         json_object_object_add(j, "mode", json_object_new_int((int)e.mode));
-                        json_object_object_add(j, "size", json_object_new_int64((int64_t)e.size));
+                        json_add_u64(j, "size", e.size);
                         json_object_object_add(j, "mtime", json_object_new_int64(e.mtime_sec));
                         json_object_object_add(j, "mtime_nsec", json_object_new_int((int)e.mtime_nsec));
                         if (e.type == NANO_ENTRY_REGULAR)
@@ -573,10 +573,10 @@ static int verb_gc(int argc, char **argv)
                 return fail(&err, r, "gc failed");
         if (o.json) {
                 json_object *j = json_object_new_object();
-                json_object_object_add(j, "objects", json_object_new_int64((int64_t)res.objects));
-                json_object_object_add(j, "manifests", json_object_new_int64((int64_t)res.manifests));
-                json_object_object_add(j, "temporaries", json_object_new_int64((int64_t)res.temporaries));
-                json_object_object_add(j, "bytes", json_object_new_int64((int64_t)res.bytes));
+                json_add_u64(j, "objects", res.objects);
+                json_add_u64(j, "manifests", res.manifests);
+                json_add_u64(j, "temporaries", res.temporaries);
+                json_add_u64(j, "bytes", res.bytes);
                 json_print(j);
         } else
                 printf("removed %llu objects, %llu manifests and %llu temporary files: freed %s\n",
@@ -661,13 +661,13 @@ static int verb_fsck(int argc, char **argv)
         }
         if (o.json) {
                 json_object *j = json_object_new_object();
-                json_object_object_add(j, "objects", json_object_new_int64((int64_t)res.objects));
-                json_object_object_add(j, "manifests", json_object_new_int64((int64_t)res.manifests));
-                json_object_object_add(j, "refs", json_object_new_int64((int64_t)res.refs));
-                json_object_object_add(j, "bytes", json_object_new_int64((int64_t)res.bytes));
-                json_object_object_add(j, "problems", json_object_new_int64((int64_t)res.problems));
-                json_object_object_add(j, "repaired", json_object_new_int64((int64_t)res.repaired));
-                json_object_object_add(j, "temporaries", json_object_new_int64((int64_t)res.temporaries));
+                json_add_u64(j, "objects", res.objects);
+                json_add_u64(j, "manifests", res.manifests);
+                json_add_u64(j, "refs", res.refs);
+                json_add_u64(j, "bytes", res.bytes);
+                json_add_u64(j, "problems", res.problems);
+                json_add_u64(j, "repaired", res.repaired);
+                json_add_u64(j, "temporaries", res.temporaries);
                 json_object_object_add(j, "problem_list", arr);
                 json_print(j);
         } else {
@@ -712,13 +712,13 @@ static int verb_du(int argc, char **argv)
         double comp = res.stored_bytes ? (double)res.unique_bytes / (double)res.stored_bytes : 1.0;
         if (o.json) {
                 json_object *j = json_object_new_object();
-                json_object_object_add(j, "releases", json_object_new_int64((int64_t)res.releases));
-                json_object_object_add(j, "logical_bytes", json_object_new_int64((int64_t)res.logical_bytes));
-                json_object_object_add(j, "unique_bytes", json_object_new_int64((int64_t)res.unique_bytes));
-                json_object_object_add(j, "stored_bytes", json_object_new_int64((int64_t)res.stored_bytes));
-                json_object_object_add(j, "disk_bytes", json_object_new_int64((int64_t)res.disk_bytes));
-                json_object_object_add(j, "objects", json_object_new_int64((int64_t)res.objects));
-                json_object_object_add(j, "manifests", json_object_new_int64((int64_t)res.manifests));
+                json_add_u64(j, "releases", res.releases);
+                json_add_u64(j, "logical_bytes", res.logical_bytes);
+                json_add_u64(j, "unique_bytes", res.unique_bytes);
+                json_add_u64(j, "stored_bytes", res.stored_bytes);
+                json_add_u64(j, "disk_bytes", res.disk_bytes);
+                json_add_u64(j, "objects", res.objects);
+                json_add_u64(j, "manifests", res.manifests);
                 json_object_object_add(j, "dedup_ratio", json_object_new_double(dedup));
                 json_object_object_add(j, "compression_ratio", json_object_new_double(comp));
                 json_print(j);
