@@ -38,3 +38,11 @@ static inline void json_add_u64(json_object *o, const char *key, uint64_t v)
 int verb_store(int argc, char **argv);
 int verb_mount(int argc, char **argv);
 int verb_umount(int argc, char **argv);
+int verb_run(int argc, char **argv);
+int verb_spawn(int argc, char **argv);
+int verb_instance_ps(int argc, char **argv);
+int verb_instance_inspect(int argc, char **argv);
+int verb_instance_logs(int argc, char **argv);
+int verb_instance_stop(int argc, char **argv);
+int verb_instance_rm(int argc, char **argv);
+int verb_instance_exec(int argc, char **argv);

@@ -21,6 +21,13 @@ static const char main_help[] =
         "  store       the content-addressed store: add, ls, show, cat, checkout, rm, gc, fsck, du\n"
         "  mount       mount the store read-only with FUSE; --status tells how it is\n"
         "  umount      unmount it\n"
+        "  run         run a release as a new instance (foreground, or -d detached)\n"
+        "  ps          list the instances\n"
+        "  inspect     everything about an instance, as applied\n"
+        "  logs        what a detached instance's service wrote\n"
+        "  stop        stop instances\n"
+        "  rm          remove instances\n"
+        "  exec        run a command inside a running instance\n"
         "  version     print the version and the features built in\n"
         "  help        print this help\n"
         "\n"
@@ -110,6 +117,15 @@ static const Verb verbs[] = {
         { "store", verb_store, "the content-addressed store" },
         { "mount", verb_mount, "mount the store with FUSE" },
         { "umount", verb_umount, "unmount the store" },
+        { "run", verb_run, "run a release" },
+        { "ps", verb_instance_ps, "list the instances" },
+        { "inspect", verb_instance_inspect, "show an instance" },
+        { "logs", verb_instance_logs, "print an instance's log" },
+        { "stop", verb_instance_stop, "stop instances" },
+        { "rm", verb_instance_rm, "remove instances" },
+        { "exec", verb_instance_exec, "run a command in an instance" },
+        /* What the monitor execs for each (re)start of a service; not for people. */
+        { "__spawn", verb_spawn, NULL },
         { "version", verb_version, "print the version" },
         { "help", verb_help, "print help" },
 };

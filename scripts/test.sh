@@ -298,6 +298,25 @@ stage_unprivileged_setup() {
         done
         open_tree_to_others
         chown "$TEST_USER:" "$RUNDIR"
+        delegate_cgroups_v1
+}
+
+# cgroup v1 hierarchies (memory, pids, cpu) get a directory the test user owns, as an administrator
+# delegates one to a user; NANO_CGROUP_V1_ROOT tells nano (and the tests) to create instance cgroups
+# there (doc/run.md). Hosts with cgroup v2 only have none of these mounts: nothing to do.
+CGROUP_V1_ROOT=""
+delegate_cgroups_v1() {
+        local ctrl dir
+        for ctrl in memory pids cpu; do
+                # /sys/fs/cgroup/cpu may be a link to cpu,cpuacct: what counts is the mount behind it.
+                dir=$(readlink -f "/sys/fs/cgroup/$ctrl" 2>/dev/null) || continue
+                awk -v d="$dir" -v c="$ctrl" '$2 == d && $3 == "cgroup" && ("," $4 ",") ~ ("," c ",") { f = 1 }
+                        END { exit !f }' /proc/mounts || continue
+                if mkdir -p "$dir/nano-test" && chown -R "$TEST_USER:" "$dir/nano-test"; then
+                        say "test setup: delegated the cgroup v1 directory $dir/nano-test to $TEST_USER (mkdir + chown -R)"
+                        CGROUP_V1_ROOT=nano-test
+                fi
+        done
 }
 
 # Files and directories of the tree (.git aside) that others cannot read get o+rX.
@@ -354,6 +373,11 @@ stage_pytest() { # LABEL BINARY [ENV=VALUE...]
                 UBSAN_OPTIONS="$UBSAN_OPTIONS"
                 "$@"
         )
+        # Where cgroup v1 limits may go (delegate_cgroups_v1), or the caller's own setting.
+        if [[ -n ${CGROUP_V1_ROOT:-${NANO_CGROUP_V1_ROOT:-}} ]]; then
+                envv+=(NANO_CGROUP_V1_ROOT="${CGROUP_V1_ROOT:-$NANO_CGROUP_V1_ROOT}")
+        fi
+        [[ -n ${NANO_CGROUP_V2_ROOT:-} ]] && envv+=(NANO_CGROUP_V2_ROOT="$NANO_CGROUP_V2_ROOT")
         if ((as_root)); then
                 envv+=(USER="$TEST_USER" LOGNAME="$TEST_USER")
         else

@@ -43,9 +43,29 @@ static int mark_release(NanoStore *s, const NanoRelease *rel, Reachable *m, Nano
         return 0;
 }
 
+typedef struct MarkPin {
+        NanoStore *s;
+        Reachable *m;
+        NanoError *err;
+} MarkPin;
+
+static int mark_pin(const char *pin, const uint8_t id[32], void *userdata)
+{
+        MarkPin *mp = userdata;
+        NanoRelease rel = {};
+
+        (void)pin;
+        if (digest_set_contains(&mp->m->manifests, id))
+                return 0;
+        memcpy(rel.id, id, 32);
+        return mark_release(mp->s, &rel, mp->m, mp->err);
+}
+
+/* Roots: every ref, and every pin (the releases of existing instances). */
 static int mark(NanoStore *s, Reachable *m, NanoError *err)
 {
         _cleanup_free_ NanoRelease *list = NULL;
+        MarkPin mp = { s, m, err };
         size_t n;
         int r;
 
@@ -57,6 +77,9 @@ static int mark(NanoStore *s, Reachable *m, NanoError *err)
                 if (r < 0)
                         return r;
         }
+        r = nano_store_pins_foreach(s, mark_pin, &mp);
+        if (r < 0)
+                return err && err->error ? r : nano_error_set(err, r, "cannot read the store's pins/: %m");
         return 0;
 }
 

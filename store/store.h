@@ -84,3 +84,15 @@ int nano_fanout_foreach(int dirfd, int (*cb)(const uint8_t *digest, int subdir_f
 
 /* Sha256 of a buffer. */
 void nano_sha256(const void *data, size_t len, uint8_t ret[32]);
+
+/* Pins (pins.c): GC roots besides refs. store/pins/<pin> names a manifest that gc keeps; the runtime
+ * pins the release of each instance as "instance:<name>". Pin names: [A-Za-z0-9][A-Za-z0-9._+:-]{0,127}. */
+bool nano_pin_name_is_valid(const char *s);
+/* Writes the pin atomically, under the store lock (shared), after checking that the manifest is there:
+ * -ENOENT if it is not. Replaces an existing pin of that name. */
+int nano_store_pin(NanoStore *s, const char *pin, const uint8_t id[32], NanoError *err);
+/* Removes the pin: 1 if it was there, 0 if not. */
+int nano_store_unpin(NanoStore *s, const char *pin, NanoError *err);
+/* Calls cb for every well-formed pin; stops on a negative return, which it returns. */
+int nano_store_pins_foreach(NanoStore *s, int (*cb)(const char *pin, const uint8_t id[32], void *userdata),
+                            void *userdata);

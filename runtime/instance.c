@@ -1,0 +1,523 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Existing instances: listing them truthfully, stopping, removing, and the small file helpers the
+ * runtime shares. "Is it alive" never trusts a pid alone: the monitor holds the instance's lock for
+ * its whole life (a free lock is a dead monitor, which a reused pid cannot fake), and a service pid
+ * counts only with the start time recorded for it. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <json-c/json.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "config.h"
+#if HAVE_FUSE
+#include "fuse.h"
+#endif
+#include "log.h"
+#include "runtime-internal.h"
+#include "store.h"
+#include "util.h"
+
+#define STOP_MAGIC 0x5a000000
+
+int instance_dir_path(const char *home, const char *name, char **ret)
+{
+        if (!nano_instance_name_is_valid(name))
+                return -EINVAL;
+        return asprintf(ret, "%s/instances/%s", home, name) < 0 ? -ENOMEM : 0;
+}
+
+int read_text_file(const char *path, size_t max, char **ret)
+{
+        return read_file_at(AT_FDCWD, path, max, ret, NULL);
+}
+
+int write_file_atomic(int dirfd, const char *name, const char *data, size_t len)
+{
+        char tmp[NAME_MAX + 1];
+        _cleanup_close_ int fd = -EBADF;
+        int r;
+
+        snprintf(tmp, sizeof tmp, ".%s.tmp.%ld", name, (long)getpid());
+        fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+        if (fd < 0)
+                return -errno;
+        r = write_all(fd, data, len);
+        if (r >= 0 && renameat(dirfd, tmp, dirfd, name) < 0)
+                r = -errno;
+        if (r < 0)
+                (void)unlinkat(dirfd, tmp, 0);
+        return r;
+}
+
+int instance_lock_held(int instance_fd)
+{
+        _cleanup_close_ int fd = openat(instance_fd, "lock", O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+
+        if (fd < 0)
+                return errno == ENOENT ? 0 : -errno;
+        if (flock(fd, LOCK_SH | LOCK_NB) < 0)
+                return errno == EWOULDBLOCK ? 1 : -errno;
+        return 0;
+}
+
+int ensure_mount(const char *home, const char *self_exe, NanoError *err)
+{
+        _cleanup_free_ char *mp = NULL;
+        int status;
+        pid_t pid;
+
+        if (asprintf(&mp, "%s/mnt", home) < 0)
+                return nano_error_set(err, ENOMEM, "out of memory");
+#if HAVE_FUSE
+        NanoMountStatus st;
+        if (nano_mount_status(home, mp, &st) >= 0 && st.state == NANO_MOUNT_LIVE)
+                return 0;
+#else
+        return nano_error_set(err, EOPNOTSUPP, "nano was built without FUSE support: releases cannot be mounted "
+                              "to run them");
+#endif
+
+        /* Through the command, not nano_mount_start(): the daemon is threaded, and a fork of this
+         * process that goes on as a daemon is no good base for the forks we do later. */
+        pid = fork();
+        if (pid < 0)
+                return nano_error_set(err, errno, "cannot fork to mount the store: %m");
+        if (pid == 0) {
+                int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+                if (null >= 0) {
+                        (void)dup2(null, 0);
+                        (void)dup2(null, 1);
+                }
+                execl(self_exe, self_exe, "--home", home, "--log-level", "error", "mount", (char *)NULL);
+                _exit(127);
+        }
+        while (waitpid(pid, &status, 0) < 0)
+                if (errno != EINTR)
+                        return nano_error_set(err, errno, "cannot wait for `nano mount`: %m");
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+                return nano_error_set(err, EIO, "cannot mount the store on '%s' (`nano mount` failed, see above "
+                                      "and '%s/mount.log'): run `nano mount` to see why", mp, home);
+        return 0;
+}
+
+/* ---- Reading. */
+
+static int64_t json_int(json_object *j, const char *key, int64_t def)
+{
+        json_object *v;
+        if (!j || !json_object_object_get_ex(j, key, &v) || !json_object_is_type(v, json_type_int))
+                return def;
+        return json_object_get_int64(v);
+}
+
+static const char *json_str(json_object *j, const char *key)
+{
+        json_object *v;
+        if (!j || !json_object_object_get_ex(j, key, &v) || !json_object_is_type(v, json_type_string))
+                return NULL;
+        return json_object_get_string(v);
+}
+
+void nano_instance_info_done(NanoInstanceInfo *i)
+{
+        free(i->state_json);
+        i->state_json = NULL;
+}
+
+static int instance_read(const char *home, const char *name, NanoInstanceInfo *ret, NanoError *err)
+{
+        _cleanup_free_ char *dir = NULL, *path = NULL;
+        _cleanup_close_ int fd = -EBADF;
+        NanoInstanceInfo i = {};
+        json_object *j = NULL;
+        int r;
+
+        if (!nano_instance_name_is_valid(name))
+                return nano_error_set(err, EINVAL, "'%s' is not a valid instance name", name ? name : "");
+        r = instance_dir_path(home, name, &dir);
+        if (r < 0)
+                return nano_error_set(err, r, "out of memory");
+        fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return nano_error_set(err, errno, errno == ENOENT ? "no instance '%s': see `nano ps`" :
+                                                                    "cannot open the instance '%s': %m", name);
+        strcpy(i.name, name);
+        if (asprintf(&path, "%s/state.json", dir) < 0)
+                return nano_error_set(err, ENOMEM, "out of memory");
+        (void)read_text_file(path, 1u << 20, &i.state_json);
+        r = instance_lock_held(fd);
+        i.monitor_alive = r > 0;
+
+        j = i.state_json ? json_tokener_parse(i.state_json) : NULL;
+        i.state = nano_instance_state_from_string(json_str(j, "state"));
+        if (i.state < 0)
+                i.state = NANO_STATE_UNKNOWN;
+        i.pid = (pid_t)json_int(j, "pid", 0);
+        i.monitor_pid = (pid_t)json_int(j, "monitor_pid", 0);
+        if (i.pid > 0) {
+                uint64_t st = (uint64_t)json_int(j, "pid_starttime", 0);
+                i.service_alive = kill(i.pid, 0) == 0 || errno == EPERM;
+                if (i.service_alive && st && proc_starttime(i.pid) != st)
+                        i.service_alive = false; /* the pid was reused */
+        }
+        /* A monitor that died (kill -9, OOM) leaves a state that says it still runs. */
+        if (!i.monitor_alive && (i.state == NANO_STATE_RUNNING || i.state == NANO_STATE_STARTING ||
+                                 i.state == NANO_STATE_RESTARTING))
+                i.state = NANO_STATE_UNKNOWN;
+        if (j)
+                json_object_put(j);
+        *ret = i;
+        return 0;
+}
+
+int nano_instance_get(const char *home, const char *name, NanoInstanceInfo *ret, NanoError *err)
+{
+        return instance_read(home, name, ret, err);
+}
+
+static int cmp_info(const void *a, const void *b)
+{
+        return strcmp(((const NanoInstanceInfo *)a)->name, ((const NanoInstanceInfo *)b)->name);
+}
+
+int nano_instance_list(const char *home, NanoInstanceInfo **ret, size_t *ret_n, NanoError *err)
+{
+        _cleanup_free_ char *dir = NULL;
+        NanoInstanceInfo *list = NULL;
+        size_t n = 0, cap = 0;
+        struct dirent *de;
+        DIR *d;
+
+        if (asprintf(&dir, "%s/instances", home) < 0)
+                return nano_error_set(err, ENOMEM, "out of memory");
+        d = opendir(dir);
+        if (!d) {
+                if (errno != ENOENT)
+                        return nano_error_set(err, errno, "cannot read '%s': %m", dir);
+                *ret = NULL;
+                *ret_n = 0;
+                return 0;
+        }
+        while ((de = readdir(d))) {
+                NanoInstanceInfo i;
+                NanoError e = {};
+                if (!nano_instance_name_is_valid(de->d_name))
+                        continue;
+                if (instance_read(home, de->d_name, &i, &e) < 0)
+                        continue; /* removed meanwhile */
+                if (n == cap) {
+                        NanoInstanceInfo *nl = reallocarray(list, cap ? cap * 2 : 16, sizeof *list);
+                        if (!nl) {
+                                nano_instance_info_done(&i);
+                                break;
+                        }
+                        list = nl;
+                        cap = cap ? cap * 2 : 16;
+                }
+                list[n++] = i;
+        }
+        closedir(d);
+        if (n)
+                qsort(list, n, sizeof *list, cmp_info);
+        *ret = list;
+        *ret_n = n;
+        return 0;
+}
+
+/* The spec.json plan of an instance. */
+static int read_plan(const char *home, const char *name, RunPlan *ret, NanoError *err)
+{
+        _cleanup_free_ char *dir = NULL, *path = NULL, *text = NULL;
+        json_object *j, *plan;
+        int r;
+
+        r = instance_dir_path(home, name, &dir);
+        if (r < 0 || asprintf(&path, "%s/spec.json", dir) < 0)
+                return nano_error_set(err, ENOMEM, "out of memory");
+        r = read_text_file(path, 4u << 20, &text);
+        if (r < 0)
+                return nano_error_set(err, r, "cannot read '%s': %m", path);
+        j = json_tokener_parse(text);
+        if (!j || !json_object_object_get_ex(j, "plan", &plan)) {
+                if (j)
+                        json_object_put(j);
+                return nano_error_set(err, EBADMSG, "'%s' is not a spec nano wrote", path);
+        }
+        r = run_plan_from_json(plan, ret, err);
+        json_object_put(j);
+        return r;
+}
+
+int nano_instance_cgroup_now(const char *home, const char *name, char **ret)
+{
+        _cleanup_(nano_cgroup_freep) NanoCgroup *cg = NULL;
+        NanoCgroupState st;
+        NanoError e = {};
+        RunPlan p;
+        json_object *j;
+
+        *ret = NULL;
+        if (read_plan(home, name, &p, &e) < 0)
+                return 0;
+        if (p.cgroup && nano_cgroup_open(&p.place, p.cgroup_name, &cg, &e) >= 0 &&
+            nano_cgroup_read(cg, &st, &e) >= 0) {
+                j = json_object_new_object();
+#define U(k, v) json_object_object_add(j, k, (v) == NANO_CGROUP_UNLIMITED ? json_object_new_string("max") : \
+                                                                             json_object_new_int64((int64_t)(v)))
+                U("memory_max", st.memory_max);
+                U("memory_current", st.memory_current);
+                U("memory_oom", st.memory_oom);
+                U("memory_oom_kill", st.memory_oom_kill);
+                U("pids_max", st.pids_max);
+                U("pids_current", st.pids_current);
+                U("pids_max_events", st.pids_max_events);
+                U("cpu_quota_us", st.cpu_quota_us);
+                U("cpu_period_us", st.cpu_period_us);
+#undef U
+                *ret = strdup(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
+                json_object_put(j);
+        }
+        run_plan_done(&p);
+        return 0;
+}
+
+/* ---- Stopping. */
+
+/* Rewrites fields of state.json (json-c), for the cases where no monitor does it. */
+static void state_update(const char *home, const char *name, const char *state, int exit_code)
+{
+        _cleanup_free_ char *dir = NULL, *path = NULL, *text = NULL;
+        _cleanup_close_ int fd = -EBADF;
+        json_object *j;
+        const char *s;
+
+        if (instance_dir_path(home, name, &dir) < 0 || asprintf(&path, "%s/state.json", dir) < 0)
+                return;
+        if (read_text_file(path, 1u << 20, &text) < 0 || !(j = json_tokener_parse(text)))
+                return;
+        json_object_object_add(j, "state", json_object_new_string(state));
+        if (exit_code >= 0)
+                json_object_object_add(j, "exit_code", json_object_new_int(exit_code));
+        json_object_object_add(j, "pid", NULL);
+        s = json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+        fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd >= 0)
+                (void)write_file_atomic(fd, "state.json", s, strlen(s));
+        json_object_put(j);
+}
+
+/* Waits up to ms for the lock of the instance to be free (the monitor gone). */
+static bool wait_lock_free(int instance_fd, unsigned ms)
+{
+        for (unsigned waited = 0;; waited += 20) {
+                if (instance_lock_held(instance_fd) == 0)
+                        return true;
+                if (waited >= ms)
+                        return false;
+                (void)poll(NULL, 0, 20);
+        }
+}
+
+static bool wait_pid_gone(pid_t pid, uint64_t starttime, unsigned ms)
+{
+        int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
+
+        if (pfd >= 0) {
+                struct pollfd p = { .fd = pfd, .events = POLLIN };
+                int r = poll(&p, 1, (int)ms);
+                close(pfd);
+                return r > 0;
+        }
+        for (unsigned waited = 0;; waited += 20) {
+                if (kill(pid, 0) < 0 || proc_starttime(pid) != starttime)
+                        return true;
+                if (waited >= ms)
+                        return false;
+                (void)poll(NULL, 0, 20);
+        }
+}
+
+/* The monitor is gone, the service may not be: stop it ourselves (its process group with it). */
+static int stop_orphan(const char *home, const NanoInstanceInfo *i, unsigned timeout)
+{
+        _cleanup_free_ char *dir = NULL, *path = NULL, *text = NULL;
+        uint64_t st = 0;
+        json_object *j;
+
+        if (instance_dir_path(home, i->name, &dir) >= 0 && asprintf(&path, "%s/state.json", dir) >= 0 &&
+            read_text_file(path, 1u << 20, &text) >= 0 && (j = json_tokener_parse(text))) {
+                st = (uint64_t)json_int(j, "pid_starttime", 0);
+                json_object_put(j);
+        }
+        (void)kill(i->pid, SIGTERM);
+        (void)kill(-i->pid, SIGTERM);
+        if (!wait_pid_gone(i->pid, st, timeout * 1000u)) {
+                (void)kill(i->pid, SIGKILL);
+                (void)kill(-i->pid, SIGKILL);
+                (void)wait_pid_gone(i->pid, st, 5000);
+        }
+        state_update(home, i->name, "stopped", -1);
+        return 0;
+}
+
+int nano_instance_stop(const char *home, const char *name, unsigned timeout, NanoError *err)
+{
+        _cleanup_free_ char *dir = NULL;
+        _cleanup_close_ int fd = -EBADF;
+        NanoInstanceInfo i;
+        union sigval v;
+        int r;
+
+        r = instance_read(home, name, &i, err);
+        if (r < 0)
+                return r;
+        nano_instance_info_done(&i);
+        if (instance_dir_path(home, name, &dir) < 0)
+                return nano_error_set(err, ENOMEM, "out of memory");
+        fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return nano_error_set(err, errno, "cannot open the instance '%s': %m", name);
+
+        if (!i.monitor_alive) {
+                if (i.service_alive)
+                        return stop_orphan(home, &i, timeout);
+                if (i.state == NANO_STATE_UNKNOWN)
+                        state_update(home, name, "stopped", -1);
+                return 1;
+        }
+        if (i.monitor_pid <= 0)
+                return nano_error_set(err, ESRCH, "the monitor of '%s' holds its lock but state.json names no pid",
+                                      name);
+        /* The timeout travels with the signal: the monitor applies it and never restarts after. */
+        v.sival_int = STOP_MAGIC | (int)(timeout > 0xffffff ? 0xffffff : timeout);
+        if (sigqueue(i.monitor_pid, SIGTERM, v) < 0 && errno != ESRCH)
+                return nano_error_set(err, errno, "cannot signal the monitor of '%s' (pid %d): %m", name,
+                                      (int)i.monitor_pid);
+        if (wait_lock_free(fd, timeout * 1000u + 5000u))
+                return 0;
+        /* A monitor that does not go: take it down with what it runs. */
+        (void)kill(i.monitor_pid, SIGKILL);
+        if (i.pid > 0) {
+                (void)kill(i.pid, SIGKILL);
+                (void)kill(-i.pid, SIGKILL);
+        }
+        if (!wait_lock_free(fd, 5000))
+                return nano_error_set(err, ETIMEDOUT, "the monitor of '%s' (pid %d) does not exit", name,
+                                      (int)i.monitor_pid);
+        state_update(home, name, "stopped", 137);
+        return 0;
+}
+
+/* ---- Removing. */
+
+static int rm_rf_at(int parent_fd, const char *name)
+{
+        _cleanup_close_ int fd = openat(parent_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+        struct dirent *de;
+        DIR *d;
+
+        if (fd < 0) {
+                if (errno == ENOTDIR || errno == ELOOP)
+                        return unlinkat(parent_fd, name, 0) < 0 ? -errno : 0;
+                return errno == ENOENT ? 0 : -errno;
+        }
+        (void)fchmod(fd, 0700); /* a read-only directory the service made */
+        d = fdopendir(fd);
+        if (!d)
+                return -errno;
+        fd = -EBADF;
+        while ((de = readdir(d))) {
+                if (streq(de->d_name, ".") || streq(de->d_name, ".."))
+                        continue;
+                if (de->d_type == DT_DIR || de->d_type == DT_UNKNOWN)
+                        (void)rm_rf_at(dirfd(d), de->d_name);
+                else
+                        (void)unlinkat(dirfd(d), de->d_name, 0);
+        }
+        closedir(d);
+        return unlinkat(parent_fd, name, AT_REMOVEDIR) < 0 ? -errno : 0;
+}
+
+int nano_instance_remove(const char *home, const char *name, bool force, NanoError *err)
+{
+        _cleanup_(nano_store_unrefp_rt) NanoStore *s = NULL;
+        _cleanup_free_ char *dir = NULL, *instances = NULL, *pin = NULL;
+        _cleanup_close_ int fd = -EBADF, lock = -EBADF, ifd = -EBADF;
+        char trash[NAME_MAX + 1];
+        NanoInstanceInfo i;
+        RunPlan p;
+        NanoError e = {};
+        int r;
+
+        r = instance_read(home, name, &i, err);
+        if (r < 0)
+                return r;
+        nano_instance_info_done(&i);
+        if (i.monitor_alive || i.service_alive) {
+                if (!force)
+                        return nano_error_set(err, EBUSY, "the instance '%s' is running: stop it first (`nano stop %s`) "
+                                              "or use `nano rm -f`", name, name);
+                r = nano_instance_stop(home, name, 0, err);
+                if (r < 0)
+                        return r;
+        }
+        if (instance_dir_path(home, name, &dir) < 0 || asprintf(&instances, "%s/instances", home) < 0)
+                return nano_error_set(err, ENOMEM, "out of memory");
+        fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return nano_error_set(err, errno, "cannot open the instance '%s': %m", name);
+        /* Ours from now: a monitor that starts can only be for a new instance of this name. */
+        lock = openat(fd, "lock", O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (lock >= 0 && flock(lock, LOCK_EX | LOCK_NB) < 0)
+                return nano_error_set(err, EBUSY, "the instance '%s' is still locked by its monitor", name);
+
+        if (read_plan(home, name, &p, &e) >= 0) {
+                if (p.cgroup) {
+                        _cleanup_(nano_cgroup_freep) NanoCgroup *cg = NULL;
+                        NanoError ce = {};
+                        if (nano_cgroup_open(&p.place, p.cgroup_name, &cg, &ce) >= 0)
+                                (void)nano_cgroup_remove(cg, &ce);
+                }
+                run_plan_done(&p);
+        }
+
+        /* Out of the way first, so that the name is free at once; then deleted. */
+        ifd = open(instances, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (ifd < 0)
+                return nano_error_set(err, errno, "cannot open '%s': %m", instances);
+        snprintf(trash, sizeof trash, ".trash-%s-%ld", name, (long)getpid());
+        if (renameat(ifd, name, ifd, trash) < 0)
+                return nano_error_set(err, errno, "cannot remove the instance '%s': %m", name);
+        r = rm_rf_at(ifd, trash);
+        if (r < 0)
+                log_debug_errno(r, "removing '%s/%s': %m", instances, trash);
+
+        /* The release may go with the next gc now. */
+        if (nano_store_open(home, &s, &e) >= 0 && asprintf(&pin, "instance:%s", name) >= 0)
+                (void)nano_store_unpin(s, pin, &e);
+        return 0;
+}
+
+int nano_instance_log_paths(const char *home, const char *name, char **ret_old, char **ret_cur, NanoError *err)
+{
+        _cleanup_free_ char *dir = NULL;
+        NanoInstanceInfo i;
+        int r;
+
+        r = instance_read(home, name, &i, err);
+        if (r < 0)
+                return r;
+        nano_instance_info_done(&i);
+        if (instance_dir_path(home, name, &dir) < 0 || asprintf(ret_old, "%s/logs/service.log.1", dir) < 0 ||
+            asprintf(ret_cur, "%s/logs/service.log", dir) < 0)
+                return nano_error_set(err, ENOMEM, "out of memory");
+        return 0;
+}

@@ -1,0 +1,181 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* Shared by the runtime's files. Two halves:
+ *
+ *  - the supervisor (supervise.c) depends on libc only: it is compiled into libnano (the foreground
+ *    `nano run` supervises its own service) and into the small static `nano-monitor` that owns a
+ *    detached instance (doc/run.md: why a separate binary);
+ *  - the rest (plan, spawn, run, instance) is libnano: json-c, ns/, store/, fuse/. */
+
+#include <limits.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "nano.h"
+#include "runtime.h"
+
+#define NANO_EXIT_RUN_FAILED_CODE 125
+
+/* ---- Reports from a starting child, over a CLOEXEC pipe: EOF with no error = the exec succeeded. */
+
+enum {
+        REPORT_PID = 1, /* the service's pid, when it is not the child (pid namespace: a grandchild) */
+        REPORT_ERROR,   /* the start failed; the record says where */
+};
+enum {
+        STAGE_SETUP, /* before exec: 125 */
+        STAGE_EXEC,  /* execve() itself: 126, or 127 for ENOENT */
+};
+
+typedef struct Report {
+        int type;
+        int stage;
+        int pid;
+        NanoError error;
+} Report;
+
+/* Writes one record (atomic: smaller than PIPE_BUF). Async-signal-safe. */
+void report_send(int fd, int type, int stage, int pid, const NanoError *e);
+/* 125, 126 or 127 for an error record. */
+int report_exit_code(const Report *r);
+
+/* ---- The supervisor (libc only). */
+
+typedef struct Supervisor Supervisor;
+
+struct Supervisor {
+        /* Set by the owner. */
+        int instance_fd;           /* instances/<name> */
+        const char *name;
+        const char *home;
+        const char *static_json;   /* JSON members that never change (rendered by `nano run`) */
+        NanoRestartPolicy restart;
+        bool foreground;           /* the terminal's signals reach the service directly */
+        bool detached;
+        uint64_t log_max;
+        int sync_fd;               /* detached: the first start's result goes to `nano run` here */
+        const char *nano_exe;      /* to exec `nano __spawn` (monitor) */
+        /* Starts the service; returns its pid, or -errno with err filled and *ret_code 125..127. */
+        int (*spawn)(Supervisor *s, NanoError *err, int *ret_code);
+        void *userdata;
+
+        /* Owned by the supervisor. */
+        int signal_fd;
+        int log_rfd, log_wfd;      /* the service's stdout+stderr (detached), else -1 */
+        int service_log_fd, monitor_log_fd;
+        uint64_t service_log_size;
+        NanoInstanceState state;
+        pid_t pid;                 /* the service, 0 when none */
+        int pidfd;
+        uint64_t pid_starttime;
+        pid_t monitor_pid;
+        unsigned restarts;
+        int exit_code, exit_status, exit_signal; /* -1 when none */
+        int64_t started_ns, finished_ns;         /* CLOCK_REALTIME */
+        uint64_t running_since;                  /* CLOCK_MONOTONIC ns */
+        char error[1024];
+        bool stop_requested;
+        uint64_t kill_deadline;                  /* monotonic ns; 0: none */
+        unsigned backoff_ms;
+};
+
+/* The signals the supervisor handles through its signalfd. */
+void supervisor_sigset(sigset_t *ret);
+
+/* Prepares signals (blocked, signalfd, SIGPIPE ignored), the log pipe (detached) and the log files. */
+int supervisor_init(Supervisor *s);
+/* The first start: returns 0, or the error (err filled, *ret_code set); state.json written either way,
+ * and, detached, the result sent on sync_fd. */
+int supervisor_first_start(Supervisor *s, NanoError *err, int *ret_code);
+/* Supervises until the service is over for good; returns the exit code of the last run. */
+int supervisor_loop(Supervisor *s);
+void supervisor_done(Supervisor *s);
+/* Writes state.json (tmp + rename). */
+int supervisor_write_state(Supervisor *s);
+/* A line in logs/monitor.log. */
+void supervisor_note(Supervisor *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* The spawn of the monitor: fork, exec `nano --home HOME __spawn NAME` with the report pipe on fd 3,
+ * the log pipe on stdout and stderr. */
+int supervisor_spawn_exec(Supervisor *s, NanoError *err, int *ret_code);
+/* After forking a child that reports on the read end rfd (closed here): waits for EOF; returns the
+ * service's pid (child's, or the one reported), or -errno. Reaps the child when it failed. */
+int supervisor_collect(pid_t child, int rfd, NanoError *err, int *ret_code);
+
+/* Field 22 of /proc/<pid>/stat (start time in clock ticks since boot); 0 when unknown. */
+uint64_t proc_starttime(pid_t pid);
+/* JSON string escaping into a fixed buffer. Returns buf. */
+const char *json_escape(const char *s, char *buf, size_t size);
+/* "2025-11-25T16:18:03.123Z" from CLOCK_REALTIME ns. */
+const char *format_iso_time(int64_t ns, char buf[40]);
+
+/* ---- The plan: what the child applies, decided by `nano run`, kept in spec.json for restarts. */
+
+#include "ns.h"
+
+typedef enum {
+        PLAN_SECCOMP_NONE,
+        PLAN_SECCOMP_DEFAULT,
+        PLAN_SECCOMP_PROFILE,
+} PlanSeccomp;
+
+typedef struct RunPlan {
+        char name[NANO_INSTANCE_NAME_MAX + 1];
+        char home[PATH_MAX];
+        char instance_dir[PATH_MAX];
+        char data_dir[PATH_MAX];
+        char release[2 * NANO_RELEASE_NAME_MAX + 2];
+        char release_id[NANO_ID_STRING_SIZE];
+        char mount_root[PATH_MAX];
+        char release_dir[PATH_MAX];  /* host path of the release in the mount */
+        char **argv;                 /* malloc'ed, NULL-terminated */
+        char **env;
+        char workdir[PATH_MAX];
+        NanoIsolation mode;
+        unsigned ns_flags;           /* NanoNsFlags */
+        bool landlock;               /* bare: everything read-only but data/ and /tmp */
+        bool caps;                   /* drop every capability (libcap) */
+        PlanSeccomp seccomp;
+        char seccomp_profile[PATH_MAX]; /* the instance's copy of the profile */
+        bool cgroup;
+        NanoCgroupPlace place;
+        char cgroup_name[NANO_RELEASE_NAME_MAX + 1];
+        bool new_session;            /* detached: setsid(), so that a stop reaches its process group */
+        NanoRestartPolicy restart;
+        uint64_t log_max;
+} RunPlan;
+
+void run_plan_done(RunPlan *p);
+/* The "plan" object of spec.json. */
+struct json_object;
+struct json_object *run_plan_to_json(const RunPlan *p);
+int run_plan_from_json(struct json_object *j, RunPlan *ret, NanoError *err);
+
+/* [child] Applies the plan and execs the service; reports on report_fd. Never returns. With a pid
+ * namespace it forks: the service is the grandchild, whose pid is reported; the caller must be a
+ * child subreaper's child (or the subreaper itself must wait for the reported pid). */
+_Noreturn void run_child(const RunPlan *p, const NanoSeccompProgram *prog, const NanoCgroup *cg, int report_fd);
+
+/* [child] execve() of argv[0], searched in env's PATH when it has no '/'. Returns -errno: -ENOENT
+ * when found nowhere (127), anything else when found but not executable (126). */
+int exec_search(char **argv, char **env);
+
+/* Instance paths and files. */
+int instance_dir_path(const char *home, const char *name, char **ret);
+/* Reads a whole small file into a malloc'ed NUL-terminated string. */
+int read_text_file(const char *path, size_t max, char **ret);
+/* Writes a file atomically (tmp + rename) in dirfd. */
+int write_file_atomic(int dirfd, const char *name, const char *data, size_t len);
+/* 1 when the lock of the instance is held by someone (a monitor), 0 when free. */
+int instance_lock_held(int instance_fd);
+/* Makes sure the store is mounted at home/mnt, running `nano mount` if not. */
+int ensure_mount(const char *home, const char *self_exe, NanoError *err);
+
+static inline void nano_store_unrefp_rt(NanoStore **s)
+{
+        if (*s)
+                nano_store_unref(*s);
+}

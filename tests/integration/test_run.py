@@ -1,0 +1,450 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""`nano run` and the instance verbs, driven as a user would: real FUSE mount, real namespaces, real
+cgroups (where delegated: scripts/test.sh delegates v1 directories and sets NANO_CGROUP_V1_ROOT),
+unprivileged. Bounded: every wait has a deadline, every service is stopped or removed."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from nanotest import REPO_ROOT, gate
+
+EXAMPLES = REPO_ROOT / "examples" / "releases"
+
+
+# ---- helpers ----
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(port, timeout=15.0):
+    """The body served on 127.0.0.1:port, retrying until it answers or timeout."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
+                return r.read().decode()
+        except OSError as e:
+            last = e
+            time.sleep(0.05)
+    raise AssertionError(f"nothing answers on port {port} after {timeout}s: {last}")
+
+
+def answers(port):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def wait_for(pred, timeout=20.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def inspect(nano, name):
+    return nano("inspect", name, "--json").json()
+
+
+def ps(nano):
+    return {i["name"]: i for i in nano("ps", "--json").json()}
+
+
+def cgroup_v1_usable():
+    """None if delegated cgroup v1 directories for memory and pids exist for us, else why not."""
+    root = os.environ.get("NANO_CGROUP_V1_ROOT")
+    if not root:
+        return "NANO_CGROUP_V1_ROOT is not set (scripts/test.sh sets it when it delegates cgroup v1 dirs)"
+    for ctrl in ("memory", "pids"):
+        d = os.path.join("/sys/fs/cgroup", ctrl, root.lstrip("/"))
+        if not os.access(d, os.W_OK) or not os.access(os.path.join(d, "cgroup.procs"), os.W_OK):
+            return f"{d} is not a cgroup directory writable by uid {os.geteuid()}"
+    return None
+
+
+def cgroup_usable():
+    v2 = os.environ.get("NANO_CGROUP_V2_ROOT")
+    if v2 and os.access(v2, os.W_OK):
+        return None
+    return cgroup_v1_usable()
+
+
+@pytest.fixture
+def hello(nano, require_fuse):
+    """Both example releases in the store. At the end: every instance removed, then the mount taken
+    down and its daemon waited for (instances in namespaces hold binds of the mount until their
+    namespaces are gone, so the daemon may take a moment)."""
+    nano("store", "add", EXAMPLES / "hello-1.0", "--name", "hello", "--version", "1.0", "-q")
+    nano("store", "add", EXAMPLES / "hello-2.0", "--name", "hello", "--version", "2.0", "-q")
+    yield nano
+    left = [i["name"] for i in nano("ps", "--json").json()]
+    if left:
+        nano("rm", "-f", *left, check=False)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        r = nano("umount", check=False)
+        if r.returncode == 0 or "busy" not in r.stderr:
+            break
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def ns_ok(require_userns):
+    return True
+
+
+# ---- exit codes and errors ----
+
+def test_run_exit_codes(hello):
+    nano = hello
+    r = nano("run", "--rm", "--isolate", "bare", "hello@1.0", "--", "sh", "-c", "exit 7", check=False)
+    assert r.returncode == 7, r
+    r = nano("run", "--rm", "--isolate", "bare", "hello@1.0", "--", "sh", "-c", "kill -9 $$", check=False)
+    assert r.returncode == 128 + 9, r
+    r = nano("run", "--rm", "--isolate", "bare", "hello@1.0", "--", "no-such-command-here", check=False)
+    assert r.returncode == 127, r
+    assert "no-such-command-here" in r.stderr and "not found" in r.stderr, r
+    r = nano("run", "--rm", "--isolate", "bare", "hello@1.0", "--", "/etc/passwd", check=False)
+    assert r.returncode == 126, r
+    r = nano("run", "hello@9.9", check=False)
+    assert r.returncode == 125, r
+    assert "'hello@9.9' is not in the store" in r.stderr and "nano store add" in r.stderr, r
+    r = nano("run", "--memory", "lots", "hello@1.0", check=False)
+    assert r.returncode == 125 and "--memory" in r.stderr, r
+    # No instance was left behind by --rm, nor by the missing release.
+    assert ps(nano) == {}
+
+
+def test_run_default_command_and_env(hello):
+    nano = hello
+    r = nano("run", "--rm", "--isolate", "bare", "hello@1.0")
+    assert r.stdout.startswith("hello 1.0 from "), r
+    r = nano("run", "--rm", "--isolate", "bare", "--env", "GREET=hi there", "hello@2.0", "--",
+             "sh", "-c", 'echo "$GREET|$NANO_INSTANCE_NAME|$PWD"; hello')
+    greet, name, pwd = r.stdout.splitlines()[0].split("|")
+    assert greet == "hi there" and name.startswith("hello-") and pwd.endswith(f"/instances/{name}/data"), r
+    assert r.stdout.splitlines()[1].startswith("hello 2.0 from "), r
+
+
+def test_exit_at_once_is_reported(hello):
+    nano = hello
+    name = nano("run", "-d", "--name", "quick", "--isolate", "bare", "hello@1.0", "--",
+                "sh", "-c", "echo bye; exit 3").stdout.strip()
+    assert name == "quick"
+    st = wait_for(lambda: (s := ps(nano)["quick"])["state"] == "exited" and s, what="the instance to exit")
+    assert st["exit_code"] == 3 and st["exit_status"] == 3 and st["pid"] is None, st
+    assert not st["monitor_alive"]
+    assert nano("logs", "quick").stdout == "bye\n"
+    nano("rm", "quick")
+    assert "quick" not in ps(nano)
+
+
+# ---- many versions, many instances ----
+
+def test_two_versions_five_instances(hello, ns_ok):
+    nano = hello
+    ports = [free_port() for _ in range(6)]
+    names = []
+    for i, port in enumerate(ports[:5]):
+        names.append(nano("run", "-d", "--name", f"web{i}", "hello@1.0", "--", "hello", "serve", port).stdout.strip())
+    nano("run", "-d", "--name", "v2", "hello@2.0", "--", "hello", "serve", ports[5])
+    for i, port in enumerate(ports[:5]):
+        assert http_get(port).startswith("hello 1.0 from /nano/instance"), port
+    assert http_get(ports[5]).startswith("hello 2.0 from /nano/instance")
+    st = ps(nano)
+    assert all(st[n]["state"] == "running" and st[n]["service_alive"] for n in names + ["v2"]), st
+
+    # Stop one: the others keep serving.
+    nano("stop", "-t", "5", "web2")
+    assert not answers(ports[2])
+    assert ps(nano)["web2"]["state"] == "stopped"
+    for i in (0, 1, 3, 4):
+        assert http_get(ports[i]).startswith("hello 1.0"), i
+    assert http_get(ports[5]).startswith("hello 2.0")
+    r = nano("rm", "web0", check=False)
+    assert r.returncode != 0 and "running" in r.stderr, r
+    nano("rm", "-f", *names, "v2")
+    assert ps(nano) == {}
+    assert not any(answers(p) for p in ports)
+
+
+# ---- isolation ----
+
+PROBE = r"""
+import ctypes, errno, os
+def w(p):
+    try:
+        with open(p, "w") as f:
+            f.write("x")
+        return "ok"
+    except OSError as e:
+        return errno.errorcode[e.errno]
+st = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines() if ":" in l)
+libc = ctypes.CDLL(None, use_errno=True)
+r = libc.syscall(250, 0, 0, 0, 0, 0)  # keyctl: on the deny-list
+print({"store": w("/nano/store/x"), "release": w("/nano/release/x"), "usr": w("/usr/nano-x"),
+       "home": w(os.path.expanduser("~/nano-escape")), "instance": w("/nano/instance/mine"),
+       "tmp": w(os.environ["PROBE_TMP"]), "data": w(os.environ["NANO_INSTANCE"] + "/d"),
+       "CapEff": st["CapEff"].strip(), "CapPrm": st["CapPrm"].strip(), "CapBnd": st["CapBnd"].strip(),
+       "NoNewPrivs": st["NoNewPrivs"].strip(), "Seccomp": st["Seccomp"].strip(),
+       "keyctl": (r, ctypes.get_errno()), "pid": os.getpid(), "uid": os.getuid()})
+"""
+
+
+def run_probe(nano, *opts, tmp="/tmp/nano-probe-unused"):
+    r = nano("run", "--rm", "--env", f"PROBE_TMP={tmp}", *opts, "hello@1.0", "--", "python3", "-c", PROBE)
+    return eval(r.stdout.strip().splitlines()[-1])  # noqa: S307 (our own output)
+
+
+def test_ns_isolation(hello, ns_ok, workdir):
+    nano = hello
+    tmp = f"/tmp/nano-private-{os.getpid()}-{time.monotonic_ns()}"
+    p = run_probe(nano, "--name", "iso", tmp=tmp)
+    assert p["store"] == "EROFS" and p["release"] == "EROFS", p
+    assert p["usr"] in ("EROFS", "EACCES") and p["home"] in ("EROFS", "EACCES"), p
+    assert p["instance"] == "ok" and p["tmp"] == "ok" and p["data"] == "ok", p
+    assert p["CapEff"] == p["CapPrm"] == p["CapBnd"] == "0000000000000000", p
+    assert p["NoNewPrivs"] == "1" and p["Seccomp"] == "2", p
+    assert p["keyctl"] == (-1, 1), p  # EPERM
+    assert p["uid"] == os.getuid()
+    assert not os.path.exists(os.path.expanduser("~/nano-escape"))
+    assert not os.path.exists(tmp)  # its /tmp was its own
+
+
+def test_ns_sees_its_instance_dir(hello, ns_ok, nano_home):
+    nano = hello
+    nano("run", "--name", "keep", "hello@1.0", "--", "sh", "-c", "echo mine > /nano/instance/file")
+    assert (nano_home / "instances" / "keep" / "data" / "file").read_text() == "mine\n"
+    st = inspect(nano, "keep")
+    assert st["isolation"]["applied"]["mode"] == "ns" and st["isolation"]["applied"]["user_namespace"]
+    assert st["state"] == "exited" and st["exit_code"] == 0
+    nano("rm", "keep")
+
+
+def test_bare_landlock(hello):
+    nano = hello
+    tmp = f"/tmp/nano-bare-{os.getpid()}-{time.monotonic_ns()}"
+    r = nano("run", "--name", "bare1", "--isolate", "bare", "--env", f"PROBE_TMP={tmp}", "hello@1.0", "--",
+             "python3", "-c", PROBE)
+    p = eval(r.stdout.strip().splitlines()[-1])  # noqa: S307 (our own output)
+    if p["home"] == "ok":
+        os.unlink(os.path.expanduser("~/nano-escape"))
+    if p["tmp"] == "ok":
+        os.unlink(tmp)
+    applied = inspect(nano, "bare1")["isolation"]["applied"]
+    nano("rm", "bare1")
+    assert p["data"] == "ok" and p["tmp"] == "ok", p
+    assert p["CapEff"] == p["CapPrm"] == "0000000000000000", p
+    assert p["NoNewPrivs"] == "1" and p["keyctl"] == (-1, 1), p
+    if not applied["landlock"]:
+        gate("nano found no Landlock on this kernel: the host outside the instance stays writable in bare mode")
+    assert p["home"] == "EACCES" and p["usr"] in ("EACCES", "EROFS"), p
+    assert applied["host_read_only"], applied
+
+
+def test_seccomp_none_and_profile(hello, workdir):
+    nano = hello
+    p = run_probe(nano, "--isolate", "bare", "--seccomp", "none")
+    assert p["Seccomp"] == "0" and p["keyctl"][1] != 1, p
+    prof = workdir / "deny.txt"
+    prof.write_text("# deny getcwd only\ngetcwd\n")
+    r = nano("run", "--rm", "--isolate", "bare", "--seccomp", prof, "hello@1.0", "--",
+             "python3", "-c", "import os\ntry:\n os.getcwd()\nexcept OSError as e: print(e.errno)")
+    assert r.stdout.strip() == "1", r
+
+
+def test_setuid_gains_nothing(hello, ns_ok):
+    """no_new_privs: a setuid-root binary runs with our uid. `su` is setuid root on Debian; under
+    no_new_privs it cannot become root, so it fails before asking anything."""
+    nano = hello
+    su = next((p for p in ("/usr/bin/su", "/bin/su") if os.path.exists(p) and os.stat(p).st_mode & 0o4000), None)
+    if not su:
+        pytest.skip("no setuid su on this machine")
+    for mode in ("bare", "ns"):
+        r = nano("run", "--rm", "--isolate", mode, "hello@1.0", "--", "sh", "-c",
+                 f"grep NoNewPrivs /proc/self/status; {su} -c id root </dev/null; echo rc=$?", check=False)
+        assert "NoNewPrivs:\t1" in r.stdout, r
+        assert "uid=0" not in r.stdout, r
+
+
+def test_pid_namespace(hello, ns_ok):
+    nano = hello
+    r = nano("run", "--rm", "--pid", "hello@1.0", "--", "sh", "-c", "echo $$; ls /proc | grep -c '^[0-9]'")
+    pid, count = r.stdout.split()
+    assert pid in ("1", "2"), r
+    assert int(count) <= 3, r  # sh, ls, grep: no host process
+
+
+def test_net_none(hello, ns_ok):
+    nano = hello
+    port = free_port()
+    nano("run", "-d", "--name", "srv", "--isolate", "bare", "hello@1.0", "--", "hello", "serve", port)
+    http_get(port)
+    code = (f"import socket\ntry:\n socket.create_connection(('127.0.0.1', {port}), 2); print('reached')\n"
+            "except OSError as e: print('refused')\n"
+            "print(sorted(l.split(':')[0].strip() for l in open('/proc/net/dev').readlines()[2:]))")
+    r = nano("run", "--rm", "--net", "none", "hello@1.0", "--", "python3", "-c", code)
+    assert r.stdout.splitlines() == ["refused", "['lo']"], r
+    r = nano("run", "--rm", "hello@1.0", "--", "python3", "-c", code)
+    assert r.stdout.splitlines()[0] == "reached", r
+    assert inspect(nano, "srv")["isolation"]["applied"]["net"] == "host"
+    nano("rm", "-f", "srv")
+
+
+def test_exec_joins_the_instance(hello, ns_ok):
+    nano = hello
+    nano("run", "-d", "--name", "ex", "--pid", "hello@1.0", "--", "sh", "-c",
+         "echo from-service > /nano/instance/f; exec sleep 60")
+    wait_for(lambda: ps(nano)["ex"]["state"] == "running", what="running")
+    r = nano("exec", "ex", "--", "sh", "-c",
+             "cat /nano/instance/f; grep NoNewPrivs /proc/self/status; ls /proc | grep -c '^[0-9]'; exit 4",
+             check=False)
+    assert r.returncode == 4, r
+    lines = r.stdout.split("\n")
+    assert lines[0] == "from-service" and lines[1] == "NoNewPrivs:\t1" and int(lines[2]) <= 4, r
+    assert nano("exec", "ex", "--", "nope-not-here", check=False).returncode == 127
+    nano("stop", "-t", "1", "ex")
+    assert nano("exec", "ex", "--", "true", check=False).returncode == 125
+    nano("rm", "ex")
+
+
+# ---- supervision ----
+
+def test_kill_monitor_reported_truthfully(hello):
+    nano = hello
+    port = free_port()
+    nano("run", "-d", "--name", "orphan", "--isolate", "bare", "hello@1.0", "--", "hello", "serve", port)
+    http_get(port)
+    st = ps(nano)["orphan"]
+    os.kill(st["monitor_pid"], signal.SIGKILL)
+    st = wait_for(lambda: (s := ps(nano)["orphan"])["state"] == "unknown" and s, what="state unknown")
+    assert not st["monitor_alive"] and st["service_alive"] and st["orphaned"], st
+    assert "orphaned" in nano("ps").stdout
+    nano("stop", "-t", "2", "orphan")
+    st = ps(nano)["orphan"]
+    assert st["state"] == "stopped" and not st["service_alive"], st
+    assert not answers(port)
+    nano("rm", "orphan")
+
+
+def test_restart_always_with_backoff(hello):
+    nano = hello
+    nano("run", "-d", "--name", "flappy", "--isolate", "bare", "--restart", "always", "hello@1.0", "--",
+         "sh", "-c", "echo run; exit 1")
+    st = wait_for(lambda: (s := inspect(nano, "flappy"))["restarts"] >= 3 and s, what="3 restarts")
+    nano("stop", "flappy")
+    st = inspect(nano, "flappy")
+    assert st["state"] == "stopped" and st["restarts"] >= 3, st
+    assert nano("logs", "flappy").stdout.count("run\n") >= 4
+    nano("rm", "flappy")
+
+
+def test_log_rotation(hello, nano_home):
+    nano = hello
+    nano("run", "--name", "chatty", "-d", "--log-max", "4K", "--isolate", "bare", "hello@1.0", "--",
+         "python3", "-c", "import sys\nfor i in range(2000): print('line %05d' % i)")
+    wait_for(lambda: ps(nano)["chatty"]["state"] == "exited", what="exit")
+    logs = nano_home / "instances" / "chatty" / "logs"
+    cur, old = (logs / "service.log").stat().st_size, (logs / "service.log.1").stat().st_size
+    assert cur <= 4096 and old <= 4096, (cur, old)
+    out = nano("logs", "chatty").stdout
+    assert out.endswith("line 01999\n") and len(out) == cur + old, out[:40]
+    nano("rm", "chatty")
+
+
+# ---- limits ----
+
+def test_memory_limit_kills_and_restarts(hello):
+    gate(cgroup_usable())
+    nano = hello
+    nano("run", "-d", "--name", "hog", "--isolate", "bare", "--memory", "32M", "--restart", "on-failure",
+         "--require-limits", "hello@1.0", "--",
+         "python3", "-c", "import time\nb = bytearray(256 << 20)\nfor i in range(0, len(b), 4096): b[i] = 1\n"
+                          "time.sleep(60)")
+    st = wait_for(lambda: (s := inspect(nano, "hog"))["restarts"] >= 1 and s, timeout=30, what="a restart")
+    assert st["limits"]["applied"]["memory_max"] == 32 << 20, st["limits"]
+    assert st["limits"]["cgroup"]["paths"], st["limits"]
+    assert st["cgroup_now"]["memory_oom_kill"] >= 1 or st["cgroup_now"]["memory_oom"] >= 1, st["cgroup_now"]
+    nano("stop", "-t", "1", "hog")
+    st = inspect(nano, "hog")
+    assert st["state"] == "stopped" and st["restarts"] >= 1
+    nano("rm", "hog")
+
+
+def test_pids_limit_stops_a_fork_bomb(hello):
+    gate(cgroup_usable())
+    nano = hello
+    bomb = ("import os, time\nkids = []\n"
+            "for i in range(60):\n"
+            "    try:\n        pid = os.fork()\n    except OSError:\n        break\n"
+            "    if pid == 0:\n        time.sleep(2)\n        os._exit(0)\n    kids.append(pid)\n"
+            "print(len(kids))\n"
+            "for k in kids: os.waitpid(k, 0)\n")
+    r = nano("run", "--name", "bomb", "--isolate", "bare", "--pids", "16", "hello@1.0", "--", "python3", "-c", bomb)
+    assert int(r.stdout) < 16, r
+    st = inspect(nano, "bomb")
+    assert st["limits"]["applied"]["pids_max"] == 16, st["limits"]
+    nano("rm", "bomb")
+
+
+def test_limits_refused_without_cgroup(hello):
+    nano = hello
+    env = {"NANO_CGROUP_V1_ROOT": "/nano-no-such-dir", "NANO_CGROUP_V2_ROOT": "/nano-no-such-dir"}
+    r = nano("run", "--rm", "--isolate", "bare", "--memory", "64M", "hello@1.0", "--", "true", env=env)
+    assert "not applied" in r.stderr, r
+    r = nano("run", "--isolate", "bare", "--memory", "64M", "--require-limits", "hello@1.0", "--", "true",
+             env=env, check=False)
+    assert r.returncode == 125 and "require-limits" in r.stderr, r
+
+
+# ---- GC roots ----
+
+def test_gc_keeps_releases_of_instances(hello):
+    nano = hello
+    port = free_port()
+    nano("run", "-d", "--name", "pinned", "--isolate", "bare", "hello@2.0", "--", "hello", "serve", port)
+    assert http_get(port).startswith("hello 2.0")
+    nano("store", "rm", "hello@2.0")
+    gc = nano("store", "gc", "--json").json()
+    # hello-2.0's own greeting.txt (and its manifest) are still used by the instance.
+    assert gc["manifests"] == 0, gc
+    r = nano("run", "--rm", "--isolate", "bare", inspect(nano, "pinned")["release_id"], "--",
+             "sh", "-c", "cat $NANO_RELEASE/share/hello/greeting.txt")
+    assert r.stdout.strip(), r
+    assert nano("store", "fsck").returncode == 0
+    nano("rm", "-f", "pinned")
+    gc = nano("store", "gc", "--json").json()
+    assert gc["manifests"] == 1 and gc["objects"] >= 1, gc
+
+
+# ---- the monitor's cost ----
+
+def test_monitor_is_small(hello):
+    nano = hello
+    nano("run", "-d", "--name", "small", "--isolate", "bare", "hello@1.0", "--", "sleep", "30")
+    st = ps(nano)["small"]
+    with open(f"/proc/{st['monitor_pid']}/status") as f:
+        status = dict(l.split(":", 1) for l in f.read().splitlines() if ":" in l)
+    rss_kib = int(status["VmRSS"].split()[0])
+    with open(f"/proc/{st['monitor_pid']}/cmdline", "rb") as f:
+        exe = f.read().split(b"\0")[0].decode()
+    print(f"\nmonitor {exe}: VmRSS {rss_kib} KiB (RssAnon {status['RssAnon'].strip()})")
+    assert exe.endswith("nano-monitor")
+    assert rss_kib < 1024, status["VmRSS"]
+    nano("rm", "-f", "small")
