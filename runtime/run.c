@@ -248,6 +248,60 @@ static int pick_command(Run *r, const char *view)
                               r->o->release, r->release_name[0] ? r->release_name : "NAME");
 }
 
+/* The probe's fork trials (user, pid and net namespaces, a seccomp filter) cost a few milliseconds
+ * per start: a success is remembered in $NANO_HOME/cache/probe, keyed by what could change it: the
+ * boot, our uid, the sysctls that govern user namespaces and nano's version. Failures are not
+ * cached: they are tried again, and their reasons need the trial's details. */
+static void probe_key(Run *r, char *buf, size_t size)
+{
+        const NanoProbe *p = r->probe;
+        char boot[64] = "?";
+        int fd;
+
+        fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+                ssize_t n = read_full(fd, boot, sizeof boot - 1);
+                boot[n > 0 ? n : 0] = 0;
+                boot[strcspn(boot, "\n")] = 0;
+                safe_close(fd);
+        }
+        snprintf(buf, size, "nano %s boot %.36s uid %u userns_clone %ld max_userns %ld apparmor %ld seccomp_mode %d\n",
+                 NANO_VERSION, boot, (unsigned)p->uid, p->unprivileged_userns_clone,
+                 p->max_user_namespaces, p->apparmor_restrict_userns, p->seccomp_mode);
+}
+
+static bool probe_cached(Run *r)
+{
+        _cleanup_free_ char *text = NULL, *path = NULL;
+        char key[512];
+
+        probe_key(r, key, sizeof key);
+        if (asprintf(&path, "%s/cache/probe", r->home) < 0 || read_file_at(AT_FDCWD, path, 4096, &text, NULL) < 0 ||
+            !streq(text, key))
+                return false;
+        r->probe->userns = r->probe->pidns = r->probe->netns = 0;
+        r->probe->userns_step = r->probe->pidns_step = r->probe->netns_step = NULL;
+        if (r->probe->built_seccomp && r->probe->seccomp == 0)
+                r->probe->seccomp = 0;
+        return true;
+}
+
+static void probe_cache_store(Run *r)
+{
+        _cleanup_free_ char *dir = NULL;
+        _cleanup_close_ int fd = -EBADF;
+        char key[512];
+
+        if (r->probe->userns || r->probe->pidns || r->probe->netns || r->probe->seccomp)
+                return;
+        probe_key(r, key, sizeof key);
+        if (asprintf(&dir, "%s/cache", r->home) < 0 || mkdirat_ok(AT_FDCWD, dir, 0700) < 0)
+                return;
+        fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd >= 0)
+                (void)write_file_atomic(fd, "probe", key, strlen(key));
+}
+
 static const char *mode_name(NanoIsolation m)
 {
         return m == NANO_ISOLATE_BARE ? "bare" : m == NANO_ISOLATE_NS ? "ns" : "rootfs";
@@ -262,11 +316,14 @@ static int decide_isolation(Run *r)
         r->probe = calloc(1, sizeof *r->probe);
         if (!r->probe)
                 return nano_error_set(r->err, ENOMEM, "out of memory");
-        /* The namespace trials fork: only when namespaces may be used. */
-        pc.no_fork = r->o->isolate == NANO_ISOLATE_BARE;
+        /* The namespace trials fork: only when namespaces may be used, and not each time. */
+        pc.no_fork = true;
         (void)nano_probe(&pc, r->probe);
-        if (pc.no_fork)
-                r->probe->seccomp = r->probe->built_seccomp ? 0 : -EOPNOTSUPP;
+        if (r->o->isolate != NANO_ISOLATE_BARE && !probe_cached(r)) {
+                pc.no_fork = false;
+                (void)nano_probe(&pc, r->probe);
+                probe_cache_store(r);
+        }
 
         if (r->o->isolate == NANO_RUN_ISOLATE_AUTO) {
                 if (r->probe->userns == 0)
