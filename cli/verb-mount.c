@@ -144,6 +144,22 @@ static void foreground_ready(void *userdata)
         fflush(stdout);
 }
 
+/* Waits (at most 10 s: a daemon that takes longer to mount has failed, and says so in its log) for
+ * the mount at mp to answer, while the store's daemon lives. True once it does. */
+static bool wait_for_live(const char *home, const char *mp, NanoMountStatus *st)
+{
+        for (unsigned i = 0; i < 500; i++) {
+                if (nano_mount_status(home, mp, st) < 0)
+                        return false;
+                if (st->state == NANO_MOUNT_LIVE)
+                        return true;
+                if (!st->daemon_alive && i > 0)
+                        return false;
+                (void)usleep(20 * 1000);
+        }
+        return false;
+}
+
 int verb_mount(int argc, char **argv)
 {
         enum { OPT_CACHE = 0x100, OPT_THREADS, OPT_DEBUG, OPT_STATUS, OPT_JSON };
@@ -224,6 +240,15 @@ int verb_mount(int argc, char **argv)
         if (status)
                 return print_status(&st, home, json);
 
+        /* A daemon of this store that is alive but does not serve here yet is a concurrent `nano mount`
+         * (or `nano run`) starting it (the mount may even be there before the daemon says where it
+         * serves): its mount is ours too once it answers. */
+        if (st.state != NANO_MOUNT_LIVE && st.daemon_alive &&
+            (!st.daemon_mountpoint[0] || streq(st.daemon_mountpoint, mp)) && wait_for_live(home, mp, &st)) {
+                printf("%s\n", mp);
+                return NANO_EXIT_OK;
+        }
+
         switch (st.state) {
         case NANO_MOUNT_LIVE:
                 log_notice("'%s' is already mounted (daemon pid %ld)", mp, (long)st.pid);
@@ -247,6 +272,11 @@ int verb_mount(int argc, char **argv)
                 log_error_errno(r, "cannot read the mount table: %m");
                 return NANO_EXIT_FAILURE;
         }
+        if (st.daemon_alive && (!st.daemon_mountpoint[0] || streq(st.daemon_mountpoint, mp)) &&
+            wait_for_live(home, mp, &st)) {
+                printf("%s\n", mp);
+                return NANO_EXIT_OK;
+        }
         if (st.daemon_alive) {
                 log_error("the store '%s' is already served on '%s' (daemon pid %ld): one daemon serves a "
                           "store; "
@@ -260,9 +290,8 @@ int verb_mount(int argc, char **argv)
         else
                 r = nano_mount_start(s, mp, &o, &pid, &err);
         if (r == -EALREADY) {
-                /* Another `nano mount` won the race for the pid file: fine if it mounted here. */
-                if (nano_mount_status(home, mp, &st) >= 0 && st.state == NANO_MOUNT_LIVE) {
-                        log_notice("'%s' is already mounted (daemon pid %ld)", mp, (long)st.pid);
+                /* Another `nano mount` won the race for the pid file: fine once it mounted here. */
+                if (wait_for_live(home, mp, &st)) {
                         printf("%s\n", mp);
                         return NANO_EXIT_OK;
                 }

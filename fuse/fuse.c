@@ -167,6 +167,16 @@ static void lookup_tree_root(fuse_req_t req, NanoFuse *f, const char *view, cons
         Node *n;
         int r;
 
+        if (by_id) {
+                char path[NANO_FANOUT_PATH_SIZE];
+                /* The tree may be cached from an earlier lookup, and gc may have removed the manifest
+                 * since: an id is there only while the store has it. */
+                nano_fanout_path(id, path);
+                if (faccessat(f->store->manifests_fd, path, F_OK, AT_SYMLINK_NOFOLLOW) < 0) {
+                        fuse_reply_err(req, ENOENT);
+                        return;
+                }
+        }
         r = tree_get(f, view, id, &t);
         if (r < 0) {
                 /* A ref naming a missing manifest is a broken store; an absent id is only absent. */

@@ -138,9 +138,6 @@ def test_releases_come_and_go(nano, nano_home, workdir, mounter, require_fuse):
     assert sorted(os.listdir(mp)) == ["by-id", "c"]
 
 
-@pytest.mark.xfail(reason="bug: /by-id/<id> of a manifest removed by rm + gc stays visible while the "
-                   "kernel holds its inode: the daemon answers the lookup from its tree cache "
-                   "without checking that the manifest is still in the store", strict=True)
 def test_by_id_gone_after_gc(nano, nano_home, workdir, mounter, require_fuse):
     """doc/mount.md: by-id/<id> entries live 1 s because gc may remove a manifest. A directory
     kept open there (a process's working directory, say) keeps working; its name goes."""
