@@ -448,3 +448,32 @@ def test_monitor_is_small(hello):
     assert exe.endswith("nano-monitor")
     assert rss_kib < 1024, status["VmRSS"]
     nano("rm", "-f", "small")
+
+
+# ---- rootfs ----
+
+def test_rootfs_mode(nano, require_fuse, ns_ok, workdir, nano_home):
+    """A release that is a whole (tiny) root filesystem: dash and the libraries it needs."""
+    import shutil
+    root = workdir / "rootfs"
+    for d in ("bin", "nano/instance", "tmp", "dev", "proc"):
+        (root / d).mkdir(parents=True)
+    sh = shutil.which("dash") or "/bin/sh"
+    shutil.copy2(os.path.realpath(sh), root / "bin" / "sh")
+    out = subprocess.run(["ldd", os.path.realpath(sh)], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        path = next((w for w in line.split() if w.startswith("/")), None)
+        if path and os.path.exists(path):
+            dest = root / path.lstrip("/")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(os.path.realpath(path), dest)
+    nano("store", "add", root, "--name", "mini", "--version", "1", "-q")
+    r = nano("run", "--name", "r1", "--isolate", "rootfs", "--pid", "mini@1", "--",
+             "/bin/sh", "-c", "echo hi > /nano/instance/x; echo $$; cd /; echo /*; echo x > /bin/y || echo ro")
+    lines = r.stdout.splitlines()
+    assert lines[0] == "1" and "/nano" in lines[1].split() and "/home" not in lines[1].split(), r
+    assert lines[-1] == "ro", r
+    assert (nano_home / "instances" / "r1" / "data" / "x").read_text() == "hi\n"
+    assert inspect(nano, "r1")["isolation"]["applied"]["mode"] == "rootfs"
+    nano("rm", "r1")
+    nano("umount", check=False)
