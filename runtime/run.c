@@ -858,6 +858,7 @@ static int run_foreground(Run *r, NanoRunResult *ret)
                 .static_json = r->static_json,
                 .restart = r->plan.restart,
                 .foreground = true,
+                .pid_ns = r->plan.ns_flags & NANO_NS_PID,
                 .sync_fd = -1,
                 .nano_exe = r->self_exe,
                 .spawn = spawn_in_process,
