@@ -96,6 +96,10 @@ def hello(nano, require_fuse):
     left = [i["name"] for i in nano("ps", "--json").json()]
     if left:
         nano("rm", "-f", *left, check=False)
+    umount_wait(nano)
+
+
+def umount_wait(nano):
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         r = nano("umount", check=False)
@@ -476,4 +480,4 @@ def test_rootfs_mode(nano, require_fuse, ns_ok, workdir, nano_home):
     assert (nano_home / "instances" / "r1" / "data" / "x").read_text() == "hi\n"
     assert inspect(nano, "r1")["isolation"]["applied"]["mode"] == "rootfs"
     nano("rm", "r1")
-    nano("umount", check=False)
+    umount_wait(nano)
