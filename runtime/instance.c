@@ -461,6 +461,16 @@ int nano_instance_remove(const char *home, const char *name, bool force, NanoErr
         if (r < 0)
                 return r;
         nano_instance_info_done(&i);
+        if (i.monitor_alive && !i.service_alive &&
+            (i.state == NANO_STATE_EXITED || i.state == NANO_STATE_STOPPED || i.state == NANO_STATE_FAILED)) {
+                /* Over, and its monitor is on its way out (it writes the final state, then exits): a
+                 * moment's wait, not a refusal. */
+                _cleanup_free_ char *d = NULL;
+                _cleanup_close_ int dfd = -EBADF;
+                if (instance_dir_path(home, name, &d) >= 0 &&
+                    (dfd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0 && wait_lock_free(dfd, 3000))
+                        i.monitor_alive = false;
+        }
         if (i.monitor_alive || i.service_alive) {
                 if (!force)
                         return nano_error_set(err, EBUSY, "the instance '%s' is running: stop it first (`nano stop %s`) "
