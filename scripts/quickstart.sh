@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The quick start: installs what is needed, builds nano, imports the example releases into a store
-# under build/quickstart/, and runs instances of them side by side.
+# The quick start: installs what is needed, builds nano, imports the two example releases into a
+# store under build/quickstart/, and runs three instances of them side by side, as this user.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -11,7 +11,11 @@ ninja -C build
 nano=$PWD/build/cli/nano
 work=$PWD/build/quickstart
 export NANO_HOME=$work/home
-rm -rf "$work"
+if [ -d "$work" ]; then
+        "$nano" rm -f a b c >/dev/null 2>&1 || true
+        "$nano" umount >/dev/null 2>&1 || true
+        rm -rf "$work"
+fi
 mkdir -p "$work"
 
 echo "== import two versions of the example service"
@@ -20,27 +24,23 @@ echo "== import two versions of the example service"
 "$nano" store ls
 "$nano" store du
 
-echo "== run instances: two of hello 1.0 and one of hello 2.0, side by side"
-# Until 'nano run' lands (issue 4), instances run from checkouts of the releases.
-for v in 1.0 2.0; do
-        "$nano" store checkout "hello@$v" "$work/hello-$v"
-done
-pids=()
-trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
-port=18080
-for spec in a:1.0 b:1.0 c:2.0; do
-        name=${spec%%:*} v=${spec#*:}
-        NANO_INSTANCE=$name "$work/hello-$v/bin/hello" serve $port 2>"$work/$name.log" &
-        pids+=($!)
-        echo "instance $name: hello@$v on 127.0.0.1:$port"
-        port=$((port + 1))
-done
+echo "== run it once in the foreground, then three instances in the background"
+"$nano" run --rm hello@1.0
+"$nano" run -d --name a hello@1.0 -- hello serve 18080
+"$nano" run -d --name b hello@1.0 -- hello serve 18081
+"$nano" run -d --name c hello@2.0 -- hello serve 18082
+"$nano" ps
 for port in 18080 18081 18082; do
+        out=
         for _ in $(seq 50); do
-                out=$(python3 -c "import urllib.request,sys; print(urllib.request.urlopen('http://127.0.0.1:$port/').read().decode().strip())" 2>/dev/null) && break
+                out=$(python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$port/').read().decode().strip())" 2>/dev/null) && break
                 sleep 0.1
         done
         echo "127.0.0.1:$port says: ${out:-no answer}"
 done
-"$nano" store fsck
+"$nano" inspect a
+echo "== stop and remove the instances"
+"$nano" stop a b c
+"$nano" rm a b c
+"$nano" umount
 echo "== done: the store is in $NANO_HOME"

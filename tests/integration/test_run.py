@@ -169,8 +169,8 @@ def test_two_versions_five_instances(hello, ns_ok):
         names.append(nano("run", "-d", "--name", f"web{i}", "hello@1.0", "--", "hello", "serve", port).stdout.strip())
     nano("run", "-d", "--name", "v2", "hello@2.0", "--", "hello", "serve", ports[5])
     for i, port in enumerate(ports[:5]):
-        assert http_get(port).startswith("hello 1.0 from /nano/instance"), port
-    assert http_get(ports[5]).startswith("hello 2.0 from /nano/instance")
+        assert http_get(port).strip() == f"hello 1.0 from web{i}: Hello, world.", port
+    assert http_get(ports[5]).strip() == "hello 2.0 from v2: Hello again, world."
     st = ps(nano)
     assert all(st[n]["state"] == "running" and st[n]["service_alive"] for n in names + ["v2"]), st
 

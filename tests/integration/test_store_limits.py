@@ -103,7 +103,7 @@ def test_examples_import_and_share_content(nano, workdir):
         dest = workdir / f"hello-{v}"
         nano("store", "checkout", f"hello@{v}", str(dest))
         assert tree_digest(dest) == tree_digest(releases / f"hello-{v}")
-        run = subprocess.run([str(dest / "bin" / "hello")], env=dict(os.environ, NANO_INSTANCE="t"),
+        run = subprocess.run([str(dest / "bin" / "hello")], env=dict(os.environ, NANO_INSTANCE_NAME="t"),
                              capture_output=True, text=True, timeout=30)
         assert run.returncode == 0
         assert run.stdout.startswith(f"hello {v} from t: ")
