@@ -516,6 +516,34 @@ int nano_instance_remove(const char *home, const char *name, bool force, NanoErr
         return 0;
 }
 
+int instance_remove_owned(const char *home, const char *name, NanoStore *store, NanoCgroup *cg)
+{
+        _cleanup_free_ char *instances = NULL, *pin = NULL;
+        _cleanup_close_ int ifd = -EBADF;
+        char trash[NAME_MAX + 1];
+        NanoError e = {};
+        int r;
+
+        /* What nano_instance_remove() does, without finding out again what the caller knows: no
+         * state or spec to parse, no store to open, no lock to wait for (the caller holds it). */
+        if (cg)
+                (void)nano_cgroup_remove(cg, &e);
+        if (asprintf(&instances, "%s/instances", home) < 0)
+                return -ENOMEM;
+        ifd = open(instances, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (ifd < 0)
+                return -errno;
+        snprintf(trash, sizeof trash, ".trash-%s-%ld", name, (long)getpid());
+        if (renameat(ifd, name, ifd, trash) < 0)
+                return -errno;
+        r = rm_rf_at(ifd, trash);
+        if (r < 0)
+                log_debug_errno(r, "removing '%s/%s': %m", instances, trash);
+        if (asprintf(&pin, "instance:%s", name) >= 0)
+                (void)nano_store_unpin(store, pin, &e);
+        return 0;
+}
+
 int nano_instance_log_paths(const char *home, const char *name, char **ret_old, char **ret_cur, NanoError *err)
 {
         _cleanup_free_ char *dir = NULL;

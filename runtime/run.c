@@ -858,7 +858,6 @@ static int run_foreground(Run *r, NanoRunResult *ret)
                 .static_json = r->static_json,
                 .restart = r->plan.restart,
                 .foreground = true,
-                .pid_ns = r->plan.ns_flags & NANO_NS_PID,
                 .sync_fd = -1,
                 .nano_exe = r->self_exe,
                 .spawn = spawn_in_process,
@@ -879,11 +878,10 @@ static int run_foreground(Run *r, NanoRunResult *ret)
         supervisor_sigset(&set);
         (void)sigprocmask(SIG_UNBLOCK, &set, NULL);
         ret->exit_code = code;
+        /* Still holding the lock: no one else can take the instance while it goes. */
+        if (r->o->remove && instance_remove_owned(r->home, r->plan.name, r->store, r->cg) >= 0)
+                r->cg = nano_cgroup_free(r->cg);
         r->lock_fd = safe_close(r->lock_fd);
-        if (r->o->remove) {
-                NanoError e = {};
-                (void)nano_instance_remove(r->home, r->plan.name, false, &e);
-        }
         return k < 0 ? k : 0;
 }
 

@@ -55,7 +55,6 @@ struct Supervisor {
         NanoRestartPolicy restart;
         bool foreground;           /* the terminal's signals reach the service directly */
         bool detached;
-        bool pid_ns;               /* the service is the init of its pid namespace */
         uint64_t log_max;
         int sync_fd;               /* detached: the first start's result goes to `nano run` here */
         const char *nano_exe;      /* to exec `nano __spawn` (monitor) */
@@ -172,6 +171,8 @@ int read_text_file(const char *path, size_t max, char **ret);
 int write_file_atomic(int dirfd, const char *name, const char *data, size_t len);
 /* 1 when the lock of the instance is held by someone (a monitor), 0 when free. */
 int instance_lock_held(int instance_fd);
+/* Removes the instance whose lock the caller holds and whose service is over (foreground --rm). */
+int instance_remove_owned(const char *home, const char *name, NanoStore *store, NanoCgroup *cg);
 /* Makes sure the store is mounted at home/mnt, running `nano mount` if not. */
 int ensure_mount(const char *home, const char *self_exe, NanoError *err);
 

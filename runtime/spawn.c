@@ -54,6 +54,43 @@ int exec_search(char **argv, char **env)
         return denied ? -EACCES : -ENOENT;
 }
 
+/* Pid 1 of the instance's pid namespace (--pid), with the service as its child, pid 2.
+ *
+ * The kernel delivers to a namespace's init only the signals it has a handler for: a service that
+ * is pid 1 and never installed one would ignore SIGTERM and Ctrl-C and end only with SIGKILL. So
+ * this init blocks every signal, waits for them with sigwaitinfo() (blocked signals are queued even
+ * for an init), passes each on to the service, reaps whatever gets reparented to it, and exits with
+ * the service's status (128+N when signal N killed it) — the kernel then kills what is left in the
+ * namespace. A signal the terminal sent (SI_KERNEL) went to the whole foreground process group, the
+ * service included: it is not sent again. Detached, the service has a process group of its own, so a
+ * stop aimed at our group reaches it once, through us, and reaches its children too.
+ *
+ * Runs between fork() and exec(): syscalls only, no allocation. Already hardened (nano_harden()
+ * before the fork), so the service inherits exactly what it would have had as pid 1. */
+_Noreturn static void run_init(pid_t service, bool own_group)
+{
+        sigset_t all;
+
+        sigfillset(&all);
+        for (;;) {
+                siginfo_t si;
+                int sig, status;
+                pid_t pid;
+
+                sig = sigwaitinfo(&all, &si);
+                if (sig < 0)
+                        continue;
+                if (sig != SIGCHLD) {
+                        if (si.si_code != SI_KERNEL)
+                                (void)kill(own_group ? -service : service, sig);
+                        continue;
+                }
+                while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+                        if (pid == service)
+                                _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+        }
+}
+
 _Noreturn void run_child(const RunPlan *p, const NanoSeccompProgram *prog, const NanoCgroup *cg, int report_fd)
 {
         const char *writable[] = { p->data_dir, "/tmp", NULL };
@@ -122,6 +159,29 @@ _Noreturn void run_child(const RunPlan *p, const NanoSeccompProgram *prog, const
         r = nano_harden(&h, &e);
         if (r < 0)
                 fail(report_fd, STAGE_SETUP, &e);
+
+        if (p->ns_flags & NANO_NS_PID) {
+                /* We are pid 1 here: become the namespace's init, the service is our child. Every
+                 * signal blocked first, so none is lost between the fork and sigwaitinfo(). */
+                sigset_t all;
+                pid_t pid;
+
+                sigfillset(&all);
+                sigprocmask(SIG_SETMASK, &all, NULL);
+                pid = fork();
+                if (pid < 0) {
+                        nano_error_set(&e, errno, "cannot fork the service from its init: %m");
+                        fail(report_fd, STAGE_SETUP, &e);
+                }
+                if (pid > 0) {
+                        /* The service holds the report pipe until its exec: EOF then means it ran. */
+                        safe_close(report_fd);
+                        run_init(pid, p->new_session);
+                }
+                if (p->new_session)
+                        (void)setpgid(0, 0);
+                sigprocmask(SIG_SETMASK, &none, NULL);
+        }
 
         r = exec_search(p->argv, p->env);
         nano_error_set(&e, r, "cannot execute '%s': %m%s", p->argv[0],

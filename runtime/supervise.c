@@ -597,12 +597,10 @@ static void on_signal(Supervisor *s, const struct signalfd_siginfo *si)
         if (sig == SIGTERM || sig == SIGINT || sig == SIGQUIT)
                 s->stop_requested = true;
         /* A signal from the terminal went to the whole foreground process group, the service with
-         * us: sending it again would deliver it twice. Unless the service is the init of its pid
-         * namespace: the kernel drops the signals it has no handler for, and it may need a SIGKILL. */
-        if (s->foreground && si->ssi_code == SI_KERNEL && !s->pid_ns)
+         * us: sending it again would deliver it twice. With a pid namespace too: the service's pid 1
+         * there is nano's small init (spawn.c), which also leaves those to the terminal. */
+        if (s->foreground && si->ssi_code == SI_KERNEL)
                 return;
-        if (s->pid_ns && s->pid > 0 && (sig == SIGTERM || sig == SIGINT || sig == SIGQUIT) && !s->kill_deadline)
-                s->kill_deadline = mono_ns() + (uint64_t)NANO_STOP_TIMEOUT_DEFAULT * 1000000000u;
         if (s->pid > 0)
                 kill_service(s, sig);
 }
