@@ -145,7 +145,9 @@ static void foreground_ready(void *userdata)
 }
 
 /* Waits (at most 10 s: a daemon that takes longer to mount has failed, and says so in its log) for
- * the mount at mp to answer, while the store's daemon lives. True once it does. */
+ * the mount at mp to answer. Gives up after 2 s when no daemon of this store is alive: the daemon's
+ * pid and state files are replaced while it starts, so a reader can briefly see neither it alive
+ * nor where it serves. True once the mount answers. */
 static bool wait_for_live(const char *home, const char *mp, NanoMountStatus *st)
 {
         for (unsigned i = 0; i < 500; i++) {
@@ -153,7 +155,7 @@ static bool wait_for_live(const char *home, const char *mp, NanoMountStatus *st)
                         return false;
                 if (st->state == NANO_MOUNT_LIVE)
                         return true;
-                if (!st->daemon_alive && i > 0)
+                if (i >= 100 && !st->daemon_alive)
                         return false;
                 (void)usleep(20 * 1000);
         }
@@ -243,8 +245,10 @@ int verb_mount(int argc, char **argv)
         /* A daemon of this store that is alive but does not serve here yet is a concurrent `nano mount`
          * (or `nano run`) starting it (the mount may even be there before the daemon says where it
          * serves): its mount is ours too once it answers. */
-        if (st.state != NANO_MOUNT_LIVE && st.daemon_alive &&
-            (!st.daemon_mountpoint[0] || streq(st.daemon_mountpoint, mp)) && wait_for_live(home, mp, &st)) {
+        if (st.state != NANO_MOUNT_LIVE &&
+            ((st.daemon_alive && (!st.daemon_mountpoint[0] || streq(st.daemon_mountpoint, mp))) ||
+             st.state == NANO_MOUNT_FOREIGN) &&
+            wait_for_live(home, mp, &st)) {
                 printf("%s\n", mp);
                 return NANO_EXIT_OK;
         }
