@@ -87,29 +87,14 @@ _Noreturn static void exec_child(const Exec *x, int report_fd)
         exec_fail(report_fd, STAGE_EXEC, &e);
 }
 
+static void exec_child_of(void *userdata, int report_fd)
+{
+        exec_child(userdata, report_fd);
+}
+
 static int spawn_exec_child(Supervisor *s, NanoError *err, int *ret_code)
 {
-        Exec *x = s->userdata;
-        int fds[2];
-        pid_t pid;
-
-        if (pipe2(fds, O_CLOEXEC) < 0) {
-                *ret_code = NANO_EXIT_RUN_FAILED_CODE;
-                return nano_error_set(err, errno, "cannot create a pipe: %m");
-        }
-        pid = fork();
-        if (pid < 0) {
-                *ret_code = NANO_EXIT_RUN_FAILED_CODE;
-                safe_close(fds[0]);
-                safe_close(fds[1]);
-                return nano_error_set(err, errno, "cannot fork: %m");
-        }
-        if (pid == 0) {
-                safe_close(fds[0]);
-                exec_child(x, fds[1]);
-        }
-        safe_close(fds[1]);
-        return supervisor_collect(pid, fds[0], err, ret_code);
+        return spawn_reporting_child(exec_child_of, s->userdata, err, ret_code);
 }
 
 static int open_ns(pid_t pid, const char *ns, int *ret, NanoError *err)

@@ -691,29 +691,16 @@ typedef struct InProcess {
         const NanoCgroup *cg;
 } InProcess;
 
+static void run_child_of(void *userdata, int report_fd)
+{
+        InProcess *ip = userdata;
+
+        run_child(ip->plan, ip->prog, ip->cg, report_fd);
+}
+
 static int spawn_in_process(Supervisor *s, NanoError *err, int *ret_code)
 {
-        InProcess *ip = s->userdata;
-        int fds[2];
-        pid_t pid;
-
-        if (pipe2(fds, O_CLOEXEC) < 0) {
-                *ret_code = NANO_EXIT_RUN_FAILED_CODE;
-                return nano_error_set(err, errno, "cannot create a pipe: %m");
-        }
-        pid = fork();
-        if (pid < 0) {
-                *ret_code = NANO_EXIT_RUN_FAILED_CODE;
-                safe_close(fds[0]);
-                safe_close(fds[1]);
-                return nano_error_set(err, errno, "cannot fork: %m");
-        }
-        if (pid == 0) {
-                safe_close(fds[0]);
-                run_child(ip->plan, ip->prog, ip->cg, fds[1]);
-        }
-        safe_close(fds[1]);
-        return supervisor_collect(pid, fds[0], err, ret_code);
+        return spawn_reporting_child(run_child_of, s->userdata, err, ret_code);
 }
 
 static const char *find_monitor(const char *self_exe, char *buf, size_t size)

@@ -105,6 +105,12 @@ int supervisor_spawn_exec(Supervisor *s, NanoError *err, int *ret_code);
  * service's pid (child's, or the one reported), or -errno. Reaps the child when it failed. */
 int supervisor_collect(pid_t child, int rfd, NanoError *err, int *ret_code);
 
+/* Forks a child that runs child(userdata, report_fd), which never returns (it execs or reports an
+ * error and exits), then collects its report with supervisor_collect(): the shape of every start
+ * done in this process. */
+int spawn_reporting_child(void (*child)(void *userdata, int report_fd), void *userdata, NanoError *err,
+                          int *ret_code);
+
 /* Field 22 of /proc/<pid>/stat (start time in clock ticks since boot); 0 when unknown. */
 uint64_t proc_starttime(pid_t pid);
 /* JSON string escaping into a fixed buffer. Returns buf. */

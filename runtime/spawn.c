@@ -188,3 +188,29 @@ _Noreturn void run_child(const RunPlan *p, const NanoSeccompProgram *prog, const
                        r == -ENOENT ? (strchr(p->argv[0], '/') ? "" : " (not found in PATH)") : "");
         fail(report_fd, STAGE_EXEC, &e);
 }
+
+int spawn_reporting_child(void (*child)(void *userdata, int report_fd), void *userdata, NanoError *err,
+                          int *ret_code)
+{
+        int fds[2];
+        pid_t pid;
+
+        if (pipe2(fds, O_CLOEXEC) < 0) {
+                *ret_code = NANO_EXIT_RUN_FAILED_CODE;
+                return nano_error_set(err, errno, "cannot create a pipe: %m");
+        }
+        pid = fork();
+        if (pid < 0) {
+                *ret_code = NANO_EXIT_RUN_FAILED_CODE;
+                safe_close(fds[0]);
+                safe_close(fds[1]);
+                return nano_error_set(err, errno, "cannot fork: %m");
+        }
+        if (pid == 0) {
+                safe_close(fds[0]);
+                child(userdata, fds[1]);
+                _exit(NANO_EXIT_RUN_FAILED_CODE); /* not reached: child never returns */
+        }
+        safe_close(fds[1]);
+        return supervisor_collect(pid, fds[0], err, ret_code);
+}
