@@ -164,7 +164,7 @@ static int verb_add(int argc, char **argv)
                 "  --name NAME        release name   ([A-Za-z0-9][A-Za-z0-9._+-]{0,127})\n"
                 "  --version VERSION  release version (same characters)\n"
                 "  --level N          zstd level, 1..19 (default 3)\n"
-                "  --chunk-size SIZE  chunk size, a power of two from 4K to 16M (default 256K)\n"
+                "  --chunk-size SIZE  chunk size, a power of two from 4K to 16M (default 128K)\n"
                 "  --threads N        compression threads (default: one per CPU)\n"
                 "  --no-progress      no progress line (it is shown only on a terminal)\n"
                 "  --json             print the result as JSON\n"

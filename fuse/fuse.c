@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
@@ -1061,6 +1062,11 @@ int nano_fuse_new(NanoStore *s, const NanoFuseOptions *o, NanoFuse **ret)
 {
         _cleanup_(nano_fuse_freep) NanoFuse *f = NULL;
         int r;
+
+        /* Chunk buffers are 128 KiB and more, allocated and freed by many threads: from glibc's
+         * per-thread arenas, the freed ones stayed in the daemon (measured: 229 MiB after one full
+         * read with a 64 MiB cache). Served by mmap, they go back to the system when freed (88 MiB). */
+        (void)mallopt(M_MMAP_THRESHOLD, 64 * 1024);
 
         f = calloc(1, sizeof *f);
         if (!f)

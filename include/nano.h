@@ -56,7 +56,7 @@ typedef struct NanoImportProgress {
 
 typedef struct NanoAddOptions {
         int level;            /* zstd level; 0 means the default (3) */
-        unsigned chunk_shift; /* log2 of the chunk size; 0 means the default (18: 256 KiB) */
+        unsigned chunk_shift; /* log2 of the chunk size; 0 means the default (17: 128 KiB) */
         unsigned threads;     /* compression threads; 0 means one per CPU */
         /* Called from the importing thread at most every 100 ms, and once at the end. */
         void (*progress)(const NanoImportProgress *p, void *userdata);

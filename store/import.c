@@ -11,8 +11,8 @@
 #include "import.h"
 #include "util.h"
 
-/* Chunks read but not yet written, over all objects. With 256 KiB chunks this bounds the data held
- * in memory to 16 MiB (plus one compressed frame per thread). */
+/* Chunks read but not yet written, over all objects. With 128 KiB chunks this bounds the data held
+ * in memory to 8 MiB (plus one compressed frame per thread). */
 #define INFLIGHT_MAX 64u
 #define THREADS_MAX 16u
 #define PROGRESS_INTERVAL_NS (100 * 1000 * 1000ULL)
