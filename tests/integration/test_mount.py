@@ -41,7 +41,7 @@ from nanotest import cleanup_workdir, gate, keep_tmp, make_tree, mounts_under, p
 
 KiB = 1024
 MiB = 1024 * KiB
-CHUNK = 256 * KiB  # the store's default chunk size (doc/formats.md)
+CHUNK = 128 * KiB  # the store's default chunk size (doc/formats.md)
 
 
 # ---- helpers (also used by test_mount_views.py and test_mount_lifecycle.py) ----

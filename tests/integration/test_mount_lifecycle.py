@@ -42,7 +42,7 @@ def frame_ranges(obj):
     """[(start, end)] of each zstd frame in a blob container (doc/formats.md)."""
     data = obj.read_bytes()
     size, shift, n = struct.unpack_from("<QII", data, len(data) - 40)
-    assert data[-8:] == b"NANOBEND" and shift == 18 and n == -(-size // CHUNK), (size, shift, n)
+    assert data[-8:] == b"NANOBEND" and (1 << shift) == CHUNK and n == -(-size // CHUNK), (size, shift, n)
     table = len(data) - 40 - 16 * n
     ends = [struct.unpack_from("<Q", data, table + 16 * i)[0] for i in range(n)]
     return list(zip([8] + ends[:-1], ends))
