@@ -91,7 +91,10 @@ class NanoProc:
         except subprocess.TimeoutExpired:
             pass
         self.kill()
-        return self.wait(30)
+        rc = self.wait(30)
+        if rc == 0 and self.duration is None:  # it ended by itself just as the kill came
+            self.duration = time.monotonic() - self.started
+        return rc
 
     @property
     def stdout(self):
