@@ -702,7 +702,7 @@ def report(meta, med, runs, tools, cases, inp_meta, skipped):
         sh = {r["cold"].get("sha256") for t in shown for r in runs.get(("random", t), [])}
         extra.append(f"random reads: {meta['reads']:,} preads, seed {meta['seed']}, "
                      f"{'identical data from every tool' if len(sh) == 1 else '**data differs between tools**'}; "
-                     "nano chunks are 256 KiB, squashfs blocks 128 KiB")
+                     "nano chunks are 128 KiB (the default), squashfs blocks 128 KiB")
     if "start" in cases or "imports" in cases:
         extra.append(f"program start: cold = the first start after the remount and cache drop; "
                      f"warm = median of the next {meta['starts']} starts; wall time of "
