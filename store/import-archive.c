@@ -5,11 +5,79 @@
  * refuses absolute paths and "..". */
 #include <archive.h>
 #include <archive_entry.h>
+#include <dlfcn.h>
 #include <errno.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "import.h"
 #include "util.h"
+
+/* libarchive is opened on first use rather than linked: it brings libxml2, ICU, libstdc++ and half a
+ * dozen compression libraries, about 3 ms of loading and relocation for every `nano` command
+ * (nano run included) when only `nano store add` of an archive needs it. */
+#define LIBARCHIVE_SONAME "libarchive.so.13"
+#define ARCHIVE_SYMBOLS(X)                                                                              \
+        X(archive_entry_filetype) X(archive_entry_hardlink) X(archive_entry_mtime)                      \
+        X(archive_entry_mtime_is_set) X(archive_entry_mtime_nsec) X(archive_entry_pathname)             \
+        X(archive_entry_perm) X(archive_entry_size) X(archive_entry_size_is_set)                        \
+        X(archive_entry_symlink) X(archive_errno) X(archive_error_string) X(archive_format)             \
+        X(archive_read_data) X(archive_read_free) X(archive_read_new) X(archive_read_next_header)       \
+        X(archive_read_open) X(archive_read_open_filename) X(archive_read_support_filter_all)           \
+        X(archive_read_support_format_all) X(archive_read_support_format_tar) X(archive_set_error)
+
+#define DECLARE(f) __typeof__(f) *f;
+static struct {
+        ARCHIVE_SYMBOLS(DECLARE)
+} la;
+#undef DECLARE
+static pthread_once_t la_once = PTHREAD_ONCE_INIT;
+static char la_error[256];
+
+static void la_load(void)
+{
+        void *h = dlopen(LIBARCHIVE_SONAME, RTLD_NOW | RTLD_LOCAL);
+
+        if (!h)
+                h = dlopen("libarchive.so", RTLD_NOW | RTLD_LOCAL);
+        if (!h) {
+                snprintf(la_error, sizeof la_error, "%s", dlerror());
+                return;
+        }
+#define LOAD(f)                                                                                          \
+        if (!(la.f = (__typeof__(f) *)dlsym(h, #f))) {                                                   \
+                snprintf(la_error, sizeof la_error, "%s: no symbol '%s'", LIBARCHIVE_SONAME, #f);         \
+                return;                                                                                  \
+        }
+        ARCHIVE_SYMBOLS(LOAD)
+#undef LOAD
+}
+
+/* From here on, calls go through the table. */
+#define REDIRECT(f) (*la.f)
+#define archive_entry_filetype REDIRECT(archive_entry_filetype)
+#define archive_entry_hardlink REDIRECT(archive_entry_hardlink)
+#define archive_entry_mtime REDIRECT(archive_entry_mtime)
+#define archive_entry_mtime_is_set REDIRECT(archive_entry_mtime_is_set)
+#define archive_entry_mtime_nsec REDIRECT(archive_entry_mtime_nsec)
+#define archive_entry_pathname REDIRECT(archive_entry_pathname)
+#define archive_entry_perm REDIRECT(archive_entry_perm)
+#define archive_entry_size REDIRECT(archive_entry_size)
+#define archive_entry_size_is_set REDIRECT(archive_entry_size_is_set)
+#define archive_entry_symlink REDIRECT(archive_entry_symlink)
+#define archive_errno REDIRECT(archive_errno)
+#define archive_error_string REDIRECT(archive_error_string)
+#define archive_format REDIRECT(archive_format)
+#define archive_read_data REDIRECT(archive_read_data)
+#define archive_read_free REDIRECT(archive_read_free)
+#define archive_read_new REDIRECT(archive_read_new)
+#define archive_read_next_header REDIRECT(archive_read_next_header)
+#define archive_read_open REDIRECT(archive_read_open)
+#define archive_read_open_filename REDIRECT(archive_read_open_filename)
+#define archive_read_support_filter_all REDIRECT(archive_read_support_filter_all)
+#define archive_read_support_format_all REDIRECT(archive_read_support_format_all)
+#define archive_read_support_format_tar REDIRECT(archive_read_support_format_tar)
+#define archive_set_error REDIRECT(archive_set_error)
 
 #define READ_BLOCK (64 * 1024)
 
@@ -240,6 +308,11 @@ static int import_deb(Source *src, struct archive *outer)
 
 int import_archive(Importer *imp, const char *source)
 {
+        (void)pthread_once(&la_once, la_load);
+        if (la_error[0])
+                return nano_error_set(importer_error(imp), ELIBACC, "cannot import '%s': cannot load libarchive: %s",
+                                      source, la_error);
+
         _cleanup_(archive_freep) struct archive *a = archive_read_new();
         Source src = { .imp = imp, .file = source, .member = "" };
         struct archive_entry *e;
