@@ -16,13 +16,14 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
 import tempfile
 import sys
 import time
+
+from benchlib import first_line, machine_info
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -228,36 +229,9 @@ def median_runs(runs):
     return m
 
 
-def machine_info(work):
-    cpu = "?"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    with open("/proc/meminfo") as f:
-        mem_kb = int(f.readline().split()[1])
-    fs = subprocess.run(["findmnt", "-no", "FSTYPE", "-T", work], capture_output=True,
-                        text=True).stdout.strip() or "?"
-    distro = "?"
-    if os.path.exists("/etc/os-release"):
-        with open("/etc/os-release") as f:
-            kv = dict(l.rstrip("\n").split("=", 1) for l in f if "=" in l)
-        distro = kv.get("PRETTY_NAME", "?").strip('"')
-    return {"cpu": cpu, "cpus": os.cpu_count(), "mem_gb": round(mem_kb / 1e6, 1),
-            "kernel": platform.release(), "distro": distro, "fs": fs}
-
-
 def tool_versions(tools, nano_bin):
     v = {}
 
-    def first_line(argv):
-        try:
-            out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
-            lines = [l.strip() for l in (out.stdout + out.stderr).splitlines() if l.strip()]
-            return lines[0] if lines else "?"
-        except (OSError, subprocess.TimeoutExpired):
-            return "?"
     if "squashfs" in tools:
         v["mksquashfs"] = first_line(["mksquashfs", "-version"])
     if "tar" in tools:
