@@ -19,43 +19,13 @@
 #include "../../ns/ns.h"
 #include "util.h"
 
-static char tmpdir[256];
+#include "test-tmpdir.h"
+
 
 /* snprintf into an array, failing the test rather than cutting a path. */
-#define PATHF(buf, ...) assert_true((size_t)snprintf((buf), sizeof(buf), __VA_ARGS__) < sizeof(buf))
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-        return remove(path) < 0 ? -1 : 0;
-}
-
 static int group_setup(void **state)
 {
-        const char *base = getenv("TMPDIR");
-
-        PATHF(tmpdir, "%s/test-ns-cgroup.XXXXXX", base && *base ? base : "/tmp");
-        return mkdtemp(tmpdir) ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-        if (tmpdir[0])
-                nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-        return 0;
-}
-
-_unused_ static void mkdir_p(const char *path)
-{
-        char buf[PATH_MAX];
-
-        PATHF(buf, "%s", path);
-        for (char *p = buf + 1; *p; p++)
-                if (*p == '/') {
-                        *p = 0;
-                        (void)mkdir(buf, 0755);
-                        *p = '/';
-                }
-        assert_true(mkdir(buf, 0755) == 0 || errno == EEXIST);
+        return tmpdir_create("test-ns-cgroup");
 }
 
 _unused_ static void put(const char *dir, const char *name, const char *content)
@@ -465,5 +435,5 @@ int main(void)
 #endif
         };
 
-        return cmocka_run_group_tests(tests, group_setup, group_teardown);
+        return cmocka_run_group_tests(tests, group_setup, tmpdir_teardown);
 }

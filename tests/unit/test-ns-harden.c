@@ -23,28 +23,12 @@
 #include "../../ns/ns.h"
 #include "util.h"
 
-#define PATHF(buf, ...) assert_true((size_t)snprintf((buf), sizeof(buf), __VA_ARGS__) < sizeof(buf))
+#include "test-tmpdir.h"
 
-static char tmpdir[256];
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-        return remove(path) < 0 ? -1 : 0;
-}
 
 static int group_setup(void **state)
 {
-        const char *base = getenv("TMPDIR");
-
-        snprintf(tmpdir, sizeof tmpdir, "%s/test-ns-harden.XXXXXX", base && *base ? base : "/tmp");
-        return mkdtemp(tmpdir) ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-        if (tmpdir[0])
-                nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-        return 0;
+        return tmpdir_create("test-ns-harden");
 }
 
 #define CHECK(cond)                                                                                         \
@@ -426,5 +410,5 @@ int main(void)
                 cmocka_unit_test(test_harden_landlock_optional),
         };
 
-        return cmocka_run_group_tests(tests, group_setup, group_teardown);
+        return cmocka_run_group_tests(tests, group_setup, tmpdir_teardown);
 }

@@ -27,9 +27,8 @@
 #include "../../ns/ns.h"
 #include "util.h"
 
-#define PATHF(buf, ...) assert_true((size_t)snprintf((buf), sizeof(buf), __VA_ARGS__) < sizeof(buf))
+#include "test-tmpdir.h"
 
-static char tmpdir[256];
 static char store[PATH_MAX], release[PATH_MAX], instance[PATH_MAX], rootfs[PATH_MAX];
 static NanoProbe *host;
 static int result_fd = -EBADF; /* in a child: where its NanoError goes */
@@ -38,25 +37,6 @@ static void closedirp(DIR **d)
 {
         if (*d)
                 closedir(*d);
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-        return remove(path) < 0 ? -1 : 0;
-}
-
-static void mkdir_p(const char *path)
-{
-        char buf[PATH_MAX];
-
-        PATHF(buf, "%s", path);
-        for (char *p = buf + 1; *p; p++)
-                if (*p == '/') {
-                        *p = 0;
-                        (void)mkdir(buf, 0755);
-                        *p = '/';
-                }
-        assert_true(mkdir(buf, 0755) == 0 || errno == EEXIST);
 }
 
 static void put(const char *dir, const char *rel, const char *content)
@@ -76,10 +56,7 @@ static void put(const char *dir, const char *rel, const char *content)
 
 static int group_setup(void **state)
 {
-        const char *base = getenv("TMPDIR");
-
-        snprintf(tmpdir, sizeof tmpdir, "%s/test-ns-mount.XXXXXX", base && *base ? base : "/tmp");
-        if (!mkdtemp(tmpdir))
+        if (tmpdir_create("test-ns-mount") < 0)
                 return -1;
         /* Others may need to traverse it: the map-root variant looks at it as "nobody". */
         (void)chmod(tmpdir, 0755);
@@ -105,8 +82,7 @@ static int group_setup(void **state)
 
 static int group_teardown(void **state)
 {
-        if (tmpdir[0])
-                nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        tmpdir_remove();
         free(host);
         return 0;
 }

@@ -24,26 +24,12 @@
 #include "../../ns/ns.h"
 #include "util.h"
 
-static char tmpdir[256];
+#include "test-tmpdir.h"
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-        return remove(path) < 0 ? -1 : 0;
-}
 
 static int group_setup(void **state)
 {
-        const char *base = getenv("TMPDIR");
-
-        snprintf(tmpdir, sizeof tmpdir, "%s/test-ns-seccomp.XXXXXX", base && *base ? base : "/tmp");
-        return mkdtemp(tmpdir) ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-        if (tmpdir[0])
-                nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-        return 0;
+        return tmpdir_create("test-ns-seccomp");
 }
 
 static NanoSeccompProfile *profile_new(void)
@@ -548,5 +534,5 @@ int main(void)
 #endif
         };
 
-        return cmocka_run_group_tests(tests, group_setup, group_teardown);
+        return cmocka_run_group_tests(tests, group_setup, tmpdir_teardown);
 }
