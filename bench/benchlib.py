@@ -1,5 +1,6 @@
 """What the benchmarks share: a description of the machine and of the tools' versions."""
 
+import json
 import os
 import platform
 import subprocess
@@ -33,4 +34,15 @@ def first_line(argv):
         lines = [l.strip() for l in (out.stdout + out.stderr).splitlines() if l.strip()]
         return lines[0] if lines else "?"
     except (OSError, subprocess.TimeoutExpired):
+        return "?"
+
+
+def nano_buildtype(nano_bin):
+    """The meson buildtype of the build dir the binary comes from (…/build/cli/nano), or "?"."""
+    info = os.path.join(os.path.dirname(os.path.dirname(nano_bin)), "meson-info",
+                        "intro-buildoptions.json")
+    try:
+        with open(info) as f:
+            return next(o["value"] for o in json.load(f) if o["name"] == "buildtype")
+    except (OSError, ValueError, StopIteration):
         return "?"

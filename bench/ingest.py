@@ -23,7 +23,7 @@ import tempfile
 import sys
 import time
 
-from benchlib import first_line, machine_info
+from benchlib import first_line, machine_info, nano_buildtype
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -242,16 +242,7 @@ def tool_versions(tools, nano_bin):
         v["ostree"] = next((l.split(":", 1)[1].strip().strip("'") for l in out.splitlines()
                             if "Version" in l), "?")
     if "nano" in tools:
-        # buildtype of the build dir the binary comes from (…/build/cli/nano), if meson's
-        info = os.path.join(os.path.dirname(os.path.dirname(nano_bin)), "meson-info",
-                            "intro-buildoptions.json")
-        bt = "?"
-        try:
-            with open(info) as f:
-                bt = next(o["value"] for o in json.load(f) if o["name"] == "buildtype")
-        except (OSError, ValueError, StopIteration):
-            pass
-        v["nano"] = f"{nano_bin} (buildtype {bt})"
+        v["nano"] = f"{nano_bin} (buildtype {nano_buildtype(nano_bin)})"
     return v
 
 

@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 
-from benchlib import first_line, machine_info
+from benchlib import first_line, machine_info, nano_buildtype
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -809,15 +809,8 @@ def tool_versions(tools, nano_bin):
     v["find"] = first_line(["find", "--version"])
     v["tar"] = first_line(["tar", "--version"])
     if "nano" in tools:
-        info = os.path.join(os.path.dirname(os.path.dirname(nano_bin)), "meson-info",
-                            "intro-buildoptions.json")
-        bt = "?"
-        try:
-            with open(info) as f:
-                bt = next(o["value"] for o in json.load(f) if o["name"] == "buildtype")
-        except (OSError, ValueError, StopIteration):
-            pass
-        v["nano"] = f"{os.path.relpath(nano_bin, REPO) if nano_bin.startswith(REPO) else nano_bin} (buildtype {bt})"
+        shown = os.path.relpath(nano_bin, REPO) if nano_bin.startswith(REPO) else nano_bin
+        v["nano"] = f"{shown} (buildtype {nano_buildtype(nano_bin)})"
     return v
 
 
