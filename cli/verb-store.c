@@ -130,6 +130,24 @@ static void store_unrefp(NanoStore **s)
         nano_store_unref(*s);
 }
 
+/* parse() and open_store() for the verbs that take options only. False when the verb is over
+ * (--help, a usage error, no store), with its exit code in *ret_code. */
+static bool begin_without_operands(int argc, char **argv, Opts *o, const char *accepted, const char *help,
+                                   NanoStore **ret, int *ret_code)
+{
+        int r = parse(argc, argv, o, accepted, help);
+
+        if (r < 0)
+                *ret_code = parse_exit(r);
+        else if (r != argc)
+                *ret_code = usage_error("store %s: takes no arguments", argv[0]);
+        else if ((r = open_store(ret)) < 0)
+                *ret_code = -r;
+        else
+                return true;
+        return false;
+}
+
 /* ---- add */
 
 static void add_progress(const NanoImportProgress *p, void *userdata)
@@ -264,14 +282,8 @@ static int verb_ls(int argc, char **argv)
         size_t n;
         int r;
 
-        r = parse(argc, argv, &o, "json", help);
-        if (r < 0)
-                return parse_exit(r);
-        if (r != argc)
-                return usage_error("store ls: takes no arguments");
-        r = open_store(&s);
-        if (r < 0)
-                return -r;
+        if (!begin_without_operands(argc, argv, &o, "json", help, &s, &r))
+                return r;
         r = nano_store_list(s, &list, &n, &err);
         if (r < 0)
                 return fail(&err, r, "cannot list releases");
@@ -560,14 +572,8 @@ static int verb_gc(int argc, char **argv)
         char b[32];
         int r;
 
-        r = parse(argc, argv, &o, "json", help);
-        if (r < 0)
-                return parse_exit(r);
-        if (r != argc)
-                return usage_error("store gc: takes no arguments");
-        r = open_store(&s);
-        if (r < 0)
-                return -r;
+        if (!begin_without_operands(argc, argv, &o, "json", help, &s, &r))
+                return r;
         r = nano_store_gc(s, &res, &err);
         if (r < 0)
                 return fail(&err, r, "gc failed");
@@ -644,14 +650,8 @@ static int verb_fsck(int argc, char **argv)
         char b[32];
         int r;
 
-        r = parse(argc, argv, &o, "json repair", help);
-        if (r < 0)
-                return parse_exit(r);
-        if (r != argc)
-                return usage_error("store fsck: takes no arguments");
-        r = open_store(&s);
-        if (r < 0)
-                return -r;
+        if (!begin_without_operands(argc, argv, &o, "json repair", help, &s, &r))
+                return r;
         if (o.json)
                 arr = json_object_new_array();
         r = nano_store_fsck(s, o.repair, fsck_problem, arr, &res, &err);
@@ -697,14 +697,8 @@ static int verb_du(int argc, char **argv)
         Opts o = { 0 };
         int r;
 
-        r = parse(argc, argv, &o, "json", help);
-        if (r < 0)
-                return parse_exit(r);
-        if (r != argc)
-                return usage_error("store du: takes no arguments");
-        r = open_store(&s);
-        if (r < 0)
-                return -r;
+        if (!begin_without_operands(argc, argv, &o, "json", help, &s, &r))
+                return r;
         r = nano_store_du(s, &res, &err);
         if (r < 0)
                 return fail(&err, r, "du failed");
