@@ -2,7 +2,6 @@
 /* nano run, and the hidden nano __spawn the monitor execs for each (re)start (doc/run.md). The work is
  * in runtime/; this parses, says the notices and errors, and picks the exit code. */
 #include <getopt.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -153,7 +152,7 @@ int verb_run(int argc, char **argv)
                         double d = strtod(optarg, &end);
                         if (*end || !(d >= 0.01) || d > 4096)
                                 return run_error("invalid --cpus '%s': use e.g. 0.5 or 2", optarg);
-                        o.cpus_milli = (uint64_t)llround(d * 1000);
+                        o.cpus_milli = (uint64_t)(d * 1000 + 0.5); /* d > 0: rounds, without libm */
                         break;
                 }
                 case OPT_PIDS: {
