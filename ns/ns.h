@@ -85,6 +85,8 @@ typedef struct NanoProbeConfig {
                                      * /sys/fs/cgroup/memory/nano/alice, …/pids/nano/alice, …); NULL:
                                      * $NANO_CGROUP_V1_ROOT, else our own cgroup in each hierarchy */
         bool no_fork;               /* skip the namespace trials, which fork */
+        bool no_cgroups;            /* skip the cgroup places (mountinfo, cgroupfs): no limit is asked;
+                                     * cgroup_v2 and cgroup_v1 are then -ECANCELED */
 } NanoProbeConfig;
 
 typedef struct NanoProbeCgroupV1 {

@@ -59,7 +59,11 @@ int nano_probe(const NanoProbeConfig *c, NanoProbe *ret)
         abi = nano_landlock_abi();
         p->landlock = abi < 0 ? abi : 0;
         p->landlock_abi = abi < 0 ? 0 : abi;
-        ns_probe_cgroups(p, c, procfd);
+        if (c->no_cgroups) {
+                p->cgroup_v2 = p->cgroup_v1 = -ECANCELED;
+                p->cgroup = (NanoCgroupPlace){.version = NANO_CGROUP_NONE};
+        } else
+                ns_probe_cgroups(p, c, procfd);
         return 0;
 }
 

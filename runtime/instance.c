@@ -158,8 +158,10 @@ static int instance_read(const char *home, const char *name, NanoInstanceInfo *r
 
         j = i.state_json ? json_tokener_parse(i.state_json) : NULL;
         i.state = nano_instance_state_from_string(json_str(j, "state"));
+        /* No state yet, and its owner is alive: a foreground `nano run` between creating the
+         * instance and starting the service, which writes the first state.json. */
         if (i.state < 0)
-                i.state = NANO_STATE_UNKNOWN;
+                i.state = !i.state_json && i.monitor_alive ? NANO_STATE_STARTING : NANO_STATE_UNKNOWN;
         i.pid = (pid_t)json_int(j, "pid", 0);
         i.monitor_pid = (pid_t)json_int(j, "monitor_pid", 0);
         if (i.pid > 0) {

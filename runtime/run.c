@@ -48,6 +48,9 @@ typedef struct Run {
         NanoCgroup *cg;
         int instance_fd, lock_fd;
         bool created;
+        /* A foreground --rm run: nothing of it outlives this process, so it writes only what `ps`,
+         * `inspect`, `exec` and `rm` need while it runs (no logs/, one state.json). */
+        bool transient;
         json_object *notices;       /* isolation notices */
         json_object *limit_notices;
         json_object *applied_limits;
@@ -191,7 +194,11 @@ static int create_instance(Run *r)
         r->instance_fd = open(r->plan.instance_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (r->instance_fd < 0)
                 return nano_error_set(r->err, errno, "cannot open '%s': %m", r->plan.instance_dir);
-        if (mkdirat(r->instance_fd, "data", 0755) < 0 || mkdirat(r->instance_fd, "logs", 0755) < 0)
+        /* logs/ holds the monitor's notes and a detached service's output: a transient run has
+         * neither (its service writes to our terminal). On ext4 every inode made costs, and more so
+         * when many were freed in the last seconds, as a loop of `nano run --rm` does. */
+        if (mkdirat(r->instance_fd, "data", 0755) < 0 ||
+            (!r->transient && mkdirat(r->instance_fd, "logs", 0755) < 0))
                 return nano_error_set(r->err, errno, "cannot create the folders of '%s': %m", r->plan.instance_dir);
         snprintf(r->plan.data_dir, sizeof r->plan.data_dir, "%s/data", r->plan.instance_dir);
         /* The lock is the monitor's for the instance's whole life; taken now, inherited by it. */
@@ -316,8 +323,10 @@ static int decide_isolation(Run *r)
         r->probe = calloc(1, sizeof *r->probe);
         if (!r->probe)
                 return nano_error_set(r->err, ENOMEM, "out of memory");
-        /* The namespace trials fork: only when namespaces may be used, and not each time. */
+        /* The namespace trials fork: only when namespaces may be used, and not each time. The
+         * cgroup places (mountinfo, /proc/self/cgroup, cgroupfs) only matter for limits. */
         pc.no_fork = true;
+        pc.no_cgroups = !r->o->memory && !r->o->cpus_milli && !r->o->pids;
         (void)nano_probe(&pc, r->probe);
         if (r->o->isolate != NANO_ISOLATE_BARE && !probe_cached(r)) {
                 pc.no_fork = false;
@@ -845,6 +854,7 @@ static int run_foreground(Run *r, NanoRunResult *ret)
                 .static_json = r->static_json,
                 .restart = r->plan.restart,
                 .foreground = true,
+                .transient = r->transient,
                 .sync_fd = -1,
                 .nano_exe = r->self_exe,
                 .spawn = spawn_in_process,
@@ -882,6 +892,7 @@ int nano_run(const NanoRunOptions *o, NanoRunResult *ret, NanoError *err)
 
         ret->exit_code = NANO_EXIT_RUN_FAILED_CODE;
         ret->name[0] = 0;
+        r.transient = !o->detach && o->remove;
         r.notices = json_object_new_array();
         r.limit_notices = json_object_new_array();
         if (!realpath(o->self_exe ? o->self_exe : "/proc/self/exe", r.self_exe))
@@ -913,8 +924,8 @@ int nano_run(const NanoRunOptions *o, NanoRunResult *ret, NanoError *err)
         if (k < 0)
                 goto fail;
         /* Bare: the release through a link in the instance, instances/NAME/release: the by-id path
-         * has a ':', which PATH cannot hold. */
-        if (symlinkat(r.plan.release_dir, r.instance_fd, "release") < 0) {
+         * has a ':', which PATH cannot hold. Namespaces show it at /nano/release and need no link. */
+        if (r.plan.mode == NANO_ISOLATE_BARE && symlinkat(r.plan.release_dir, r.instance_fd, "release") < 0) {
                 k = nano_error_set(err, errno, "cannot create '%s/release': %m", r.plan.instance_dir);
                 goto fail;
         }
@@ -938,12 +949,17 @@ int nano_run(const NanoRunOptions *o, NanoRunResult *ret, NanoError *err)
         if (k < 0)
                 goto fail;
 
-        /* A first state.json, so that `nano ps` shows the instance from now on. */
-        s0 = (Supervisor){ .instance_fd = r.instance_fd, .static_json = r.static_json, .state = NANO_STATE_STARTING,
-                           .monitor_pid = getpid(), .exit_code = -1, .exit_status = -1, .exit_signal = -1 };
-        (void)supervisor_write_state(&s0);
-
-        return o->detach ? run_detached(&r, ret) : run_foreground(&r, ret);
+        if (o->detach) {
+                /* A first state.json, so that `nano ps` shows what starts while the monitor execs and
+                 * spawns. In the foreground the first start writes it a moment from now; until then
+                 * `ps` says "starting" (the lock is held and there is no state yet). */
+                s0 = (Supervisor){ .instance_fd = r.instance_fd, .static_json = r.static_json,
+                                   .state = NANO_STATE_STARTING, .monitor_pid = getpid(), .exit_code = -1,
+                                   .exit_status = -1, .exit_signal = -1 };
+                (void)supervisor_write_state(&s0);
+                return run_detached(&r, ret);
+        }
+        return run_foreground(&r, ret);
 
 fail:
         /* Nothing ran: say so in state.json, and leave the instance to `nano rm` (or --rm). */
@@ -952,7 +968,8 @@ fail:
         s0 = (Supervisor){ .instance_fd = r.instance_fd, .static_json = r.static_json, .state = NANO_STATE_FAILED,
                            .exit_code = NANO_EXIT_RUN_FAILED_CODE, .exit_status = -1, .exit_signal = -1 };
         snprintf(s0.error, sizeof s0.error, "%s", err->message);
-        (void)supervisor_write_state(&s0);
+        if (!o->remove)
+                (void)supervisor_write_state(&s0);
         r.lock_fd = safe_close(r.lock_fd);
         if (o->remove) {
                 NanoError e = {};

@@ -55,6 +55,7 @@ struct Supervisor {
         NanoRestartPolicy restart;
         bool foreground;           /* the terminal's signals reach the service directly */
         bool detached;
+        bool transient;            /* removed when over (foreground --rm): no monitor.log, no final state */
         uint64_t log_max;
         int sync_fd;               /* detached: the first start's result goes to `nano run` here */
         const char *nano_exe;      /* to exec `nano __spawn` (monitor) */

@@ -306,7 +306,8 @@ int supervisor_init(Supervisor *s)
         if (s->signal_fd < 0)
                 return -errno;
 
-        s->monitor_log_fd = open_log(s, "logs/monitor.log");
+        if (!s->transient)
+                s->monitor_log_fd = open_log(s, "logs/monitor.log");
         if (s->detached) {
                 if (pipe2(fds, O_CLOEXEC) < 0)
                         return -errno;
@@ -674,14 +675,17 @@ int supervisor_loop(Supervisor *s)
                                 supervisor_note(s, "restarting in %u ms", s->backoff_ms);
                         } else
                                 s->state = s->stop_requested ? NANO_STATE_STOPPED : NANO_STATE_EXITED;
-                        (void)supervisor_write_state(s);
+                        /* Over for good and about to be removed: nobody would read it. */
+                        if (s->state == NANO_STATE_RESTARTING || !s->transient)
+                                (void)supervisor_write_state(s);
                 } else if (s->pid <= 0)
                         (void)reap(s); /* orphans */
 
                 if (restart_at && s->stop_requested) {
                         restart_at = 0;
                         s->state = NANO_STATE_STOPPED;
-                        (void)supervisor_write_state(s);
+                        if (!s->transient)
+                                (void)supervisor_write_state(s);
                 }
                 if (restart_at && mono_ns() >= restart_at) {
                         NanoError e;
