@@ -18,6 +18,7 @@ typedef struct Fsck {
         void *userdata;
         NanoFsckResult res;
         DigestSet good_manifests, good_objects, bad_objects;
+        DigestSet missing_bases; /* reported once each */
         EVP_MD_CTX *sha;
         uint8_t *chunk;
         int error;
@@ -41,14 +42,18 @@ static bool remove_bad(Fsck *f, int dirfd, const char *file)
         return f->repair && unlinkat(dirfd, file, 0) == 0;
 }
 
+static void manifest_where(const uint8_t id[32], char buf[NANO_FANOUT_PATH_SIZE + 10])
+{
+        memcpy(buf, "manifests/", 10);
+        nano_fanout_path(id, buf + 10);
+}
+
 static int check_manifest(const uint8_t *digest, int dirfd, const char *dir, const char *file, void *userdata)
 {
         Fsck *f = userdata;
-        _cleanup_free_ char *data = NULL;
         NanoManifest *m = NULL;
+        NanoManifestChain chain;
         char where[128];
-        uint8_t got[32];
-        size_t size;
         int r;
 
         snprintf(where, sizeof where, "manifests/%s/%s", dir, file);
@@ -57,29 +62,31 @@ static int check_manifest(const uint8_t *digest, int dirfd, const char *dir, con
                 return 0;
         }
         f->res.manifests++;
-        r = read_file_at(dirfd, file, NANO_MANIFEST_HEADER_SIZE + (uint64_t)NANO_MANIFEST_ENTRY_SIZE * NANO_MANIFEST_ENTRIES_MAX +
-                                              NANO_MANIFEST_STRINGS_MAX + 8,
-                         &data, &size);
-        if (r < 0) {
-                report(f, NANO_PROBLEM_CORRUPT_MANIFEST, where, NULL, NULL, r == -EFBIG ? "too large" : "unreadable",
+        /* Canonical or packed, the same load as every reader's: sha256, structure, and for a packed
+         * manifest its frame and its whole chain of bases, each checked against its id. */
+        r = nano_store_open_manifest_chain(f->store, digest, &m, &chain);
+        if (r == -ENOMEM)
+                return r;
+        if (r >= 0) {
+                nano_manifest_free(m);
+                return digest_set_add(&f->good_manifests, digest) < 0 ? -ENOMEM : 0;
+        }
+        if (chain.failed == 0) {
+                report(f, NANO_PROBLEM_CORRUPT_MANIFEST, where, NULL, NULL, chain.detail ?: "unreadable",
                        remove_bad(f, dirfd, file));
                 return 0;
         }
-        nano_sha256(data, size, got);
-        if (memcmp(got, digest, 32) != 0) {
-                report(f, NANO_PROBLEM_CORRUPT_MANIFEST, where, NULL, NULL, "content does not match its sha256",
-                       remove_bad(f, dirfd, file));
-                return 0;
+        /* This file is sound as far as can be told, but a base below it is missing or corrupt. The
+         * file stays (adding the base's release again makes it readable, and --repair never removes
+         * a base that others need unless it is corrupt itself); a corrupt base is reported where it is
+         * checked, a missing one here, once; the releases that need it name it (check_release). */
+        if (chain.error == -ENOENT &&
+            digest_set_add(&f->missing_bases, chain.ids[chain.failed]) > 0) {
+                char base_where[NANO_FANOUT_PATH_SIZE + 10], detail[256];
+                manifest_where(chain.ids[chain.failed], base_where);
+                snprintf(detail, sizeof detail, "missing: it is a base of %s", where);
+                report(f, NANO_PROBLEM_MISSING_MANIFEST, base_where, NULL, NULL, detail, false);
         }
-        r = nano_manifest_parse(data, size, &m);
-        if (r < 0) {
-                report(f, NANO_PROBLEM_CORRUPT_MANIFEST, where, NULL, NULL, "not a valid manifest",
-                       remove_bad(f, dirfd, file));
-                return 0;
-        }
-        nano_manifest_free(m);
-        if (digest_set_add(&f->good_manifests, digest) < 0)
-                return -ENOMEM;
         return 0;
 }
 
@@ -160,7 +167,21 @@ static void check_release(Fsck *f, const char *name, const char *version, int di
                 return;
         }
         if (!digest_set_contains(&f->good_manifests, id)) {
-                char detail[128];
+                NanoManifestChain chain;
+                char detail[512];
+                r = nano_store_open_manifest_chain(f->store, id, &m, &chain);
+                if (r < 0 && chain.failed > 0) {
+                        /* Its own file is there: what breaks the release is a base, named by its file. */
+                        char base_where[NANO_FANOUT_PATH_SIZE + 10], base_id[NANO_ID_STRING_SIZE];
+                        bool missing = chain.error == -ENOENT;
+                        manifest_where(chain.ids[chain.failed], base_where);
+                        snprintf(detail, sizeof detail, "its manifest %s is packed against base %s, which is %s",
+                                 nano_id_format(id, idbuf), nano_id_format(chain.ids[chain.failed], base_id),
+                                 missing ? "missing" : chain.detail);
+                        report(f, missing ? NANO_PROBLEM_MISSING_MANIFEST : NANO_PROBLEM_CORRUPT_MANIFEST,
+                               base_where, release, NULL, detail, false);
+                        return;
+                }
                 snprintf(detail, sizeof detail, "manifest %s is missing or corrupt", nano_id_format(id, idbuf));
                 report(f, NANO_PROBLEM_MISSING_MANIFEST, where, release, NULL, detail, false);
                 return;
@@ -266,6 +287,7 @@ out:
         nano_store_unlock(s);
 out_free:
         digest_set_done(&f.good_manifests);
+        digest_set_done(&f.missing_bases);
         digest_set_done(&f.good_objects);
         digest_set_done(&f.bad_objects);
         EVP_MD_CTX_free(f.sha);

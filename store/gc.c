@@ -11,20 +11,33 @@
 #include "util.h"
 
 typedef struct Reachable {
-        DigestSet manifests, objects;
+        DigestSet manifests; /* manifest files to keep: the roots' and their bases */
+        DigestSet roots;     /* manifests whose objects were marked */
+        DigestSet objects;
         uint64_t logical_bytes, unique_bytes, releases;
 } Reachable;
 
 static int mark_release(NanoStore *s, const NanoRelease *rel, Reachable *m, NanoError *err)
 {
         _cleanup_(nano_manifest_freep) NanoManifest *man = NULL;
-        int r;
+        NanoManifestChain chain;
+        int r, q;
 
-        r = nano_store_open_manifest(s, rel->id, &man);
+        r = nano_store_open_manifest_chain(s, rel->id, &man, &chain);
+        if (r == -ENOMEM)
+                return nano_error_set(err, r, "out of memory");
+        /* A packed manifest needs the files of its chain of bases (not the bases' objects): keep every
+         * file the load read, also when it failed on the way, so that fsck reports the damage and
+         * adding the missing release again repairs it rather than gc making it worse. */
+        for (unsigned i = 0; i < chain.n; i++) {
+                q = digest_set_add(&m->manifests, chain.ids[i]);
+                if (q < 0)
+                        return nano_error_set(err, q, "out of memory");
+        }
         if (r < 0)
-                /* A missing or corrupt manifest holds nothing: fsck reports it. */
+                /* An unreadable manifest holds no objects that can be known: fsck reports it. */
                 return 0;
-        r = digest_set_add(&m->manifests, rel->id);
+        r = digest_set_add(&m->roots, rel->id);
         if (r < 0)
                 return nano_error_set(err, r, "out of memory");
         m->releases++;
@@ -55,7 +68,8 @@ static int mark_pin(const char *pin, const uint8_t id[32], void *userdata)
         NanoRelease rel = {};
 
         (void)pin;
-        if (digest_set_contains(&mp->m->manifests, id))
+        /* Not `manifests`: a pinned release may be kept so far only as another one's base. */
+        if (digest_set_contains(&mp->m->roots, id))
                 return 0;
         memcpy(rel.id, id, 32);
         return mark_release(mp->s, &rel, mp->m, mp->err);
@@ -86,6 +100,7 @@ static int mark(NanoStore *s, Reachable *m, NanoError *err)
 static void reachable_done(Reachable *m)
 {
         digest_set_done(&m->manifests);
+        digest_set_done(&m->roots);
         digest_set_done(&m->objects);
 }
 

@@ -51,6 +51,7 @@ struct Object {
 
 struct Importer {
         NanoStore *store;
+        const char *name, *version; /* of the release: its other versions are candidate bases */
         NanoManifestBuilder *builder;
         NanoError *err;
         NanoAddOptions opts;
@@ -831,8 +832,7 @@ static int count_entries(Importer *imp, const uint8_t *data, size_t size)
 int importer_finish(Importer *imp, NanoAddResult *ret)
 {
         _cleanup_free_ uint8_t *data = NULL;
-        char tmp[64], path[NANO_FANOUT_PATH_SIZE];
-        _cleanup_close_ int fd = -EBADF;
+        uint64_t stored = 0;
         uint8_t id[32];
         size_t size;
         int r;
@@ -851,20 +851,16 @@ int importer_finish(Importer *imp, NanoAddResult *ret)
         r = count_entries(imp, data, size);
         if (r < 0)
                 return nano_error_set(imp->err, r, "the manifest built does not parse: %m");
-        fd = nano_store_tmpfile(imp->store, tmp);
-        if (fd < 0)
-                return nano_error_set(imp->err, fd, "cannot create a temporary file in the store: %m");
-        r = write_all(fd, data, size);
+        /* Packed against the manifest of another version of the release, if there is one: the base is
+         * reachable from that version's ref, and gc, which takes the store lock exclusively, cannot
+         * remove it before this import's ref (written under our shared lock) makes it reachable from
+         * the new manifest too (doc/store.md, "Packed manifests"). */
+        r = nano_store_put_manifest(imp->store, imp->name, imp->version, data, size, id, &stored);
         if (r < 0) {
-                (void)unlinkat(imp->store->tmp_fd, tmp, 0);
-                return nano_error_set(imp->err, r, "cannot write the manifest: %m");
+                char idbuf[NANO_ID_STRING_SIZE];
+                return nano_error_set(imp->err, r, "cannot store the manifest %s: %m", nano_id_format(id, idbuf));
         }
-        nano_fanout_path(id, path);
-        r = nano_store_publish(imp->store, tmp, imp->store->manifests_fd, path, size);
-        if (r < 0)
-                return nano_error_set(imp->err, r, "cannot store the manifest: %m");
-        if (r > 0)
-                imp->result.new_bytes += size;
+        imp->result.new_bytes += stored;
 
         report_progress(imp, true);
         *ret = imp->result;
@@ -902,6 +898,10 @@ int nano_store_add(NanoStore *s, const char *source, const char *name, const cha
                 return nano_error_set(err, r, "cannot lock the store: %m");
 
         r = importer_new(s, opts, err, &imp);
+        if (r >= 0) {
+                imp->name = name;
+                imp->version = version;
+        }
         if (r >= 0)
                 r = S_ISDIR(st.st_mode) ? import_directory(imp, source) : import_archive(imp, source);
         if (r >= 0)

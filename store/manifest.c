@@ -971,7 +971,6 @@ int nano_manifest_open_at(int dirfd, const char *path, NanoManifest **ret)
                                   (uint64_t)NANO_MANIFEST_ENTRY_SIZE * NANO_MANIFEST_ENTRIES_MAX +
                                   NANO_MANIFEST_STRINGS_MAX + 7;
         _cleanup_close_ int fd = -EBADF;
-        NanoManifest *m;
         struct stat st;
         size_t size;
         void *map;
@@ -1000,13 +999,24 @@ int nano_manifest_open_at(int dirfd, const char *path, NanoManifest **ret)
         if (map == MAP_FAILED)
                 return -errno;
 
-        r = nano_manifest_parse(map, size, &m);
-        if (r < 0) {
+        r = nano_manifest_adopt(map, size, size, ret);
+        if (r < 0)
                 (void)munmap(map, size);
+        return r;
+}
+
+int nano_manifest_adopt(void *map, size_t map_size, size_t size, NanoManifest **ret)
+{
+        NanoManifest *m;
+        int r;
+
+        if (!map || size > map_size)
+                return -EINVAL;
+        r = nano_manifest_parse(map, size, &m);
+        if (r < 0)
                 return r;
-        }
         m->map = map;
-        m->map_size = size;
+        m->map_size = map_size;
         *ret = m;
         return 0;
 }

@@ -95,6 +95,66 @@ int nano_manifest_resolve(const NanoManifest *m, const char *path, uint32_t *ret
 /* Writes the path of entry idx ("" for the root) into buf; -ENAMETOOLONG if it does not fit. */
 int nano_manifest_path(const NanoManifest *m, uint32_t idx, char *buf, size_t size);
 
+/* Like nano_manifest_parse(), over the first `size` bytes of a mapping of map_size bytes that the
+ * manifest owns on success (munmap()'ed by nano_manifest_free()); on failure the caller keeps it. */
+int nano_manifest_adopt(void *map, size_t map_size, size_t size, NanoManifest **ret);
+
+/* ---- Packed manifests (doc/formats.md, "Packed manifest"): how a manifest may be stored. A packed
+ * manifest is one zstd frame of the canonical bytes, compressed with the canonical bytes of a base
+ * manifest as prefix (or without one). The id stays the sha256 of the canonical bytes. */
+
+#define NANO_MANIFEST_PACK_MAGIC "NANOMPK\x01"
+#define NANO_MANIFEST_PACK_HEADER_SIZE 64u
+/* Bases below a packed manifest, at most: decoding one decodes its whole chain first. */
+#define NANO_MANIFEST_PACK_DEPTH_MAX 8u
+/* A base is used only while base + manifest fit this window (the zstd window must cover both). */
+#define NANO_MANIFEST_PACK_WINDOW_LOG_MAX 28u
+/* The largest canonical manifest the format allows. */
+#define NANO_MANIFEST_SIZE_MAX                                                                              \
+        (NANO_MANIFEST_HEADER_SIZE + (uint64_t)NANO_MANIFEST_ENTRY_SIZE * NANO_MANIFEST_ENTRIES_MAX +      \
+         NANO_MANIFEST_STRINGS_MAX)
+/* zstd level of packed manifests (see doc/store.md). */
+#define NANO_MANIFEST_PACK_LEVEL 9
+
+typedef struct NanoManifestPacked {
+        uint64_t size;      /* of the canonical manifest */
+        uint32_t depth;     /* 0: no base; else the bases below this one when it was written, 1..8 */
+        uint8_t base[32];   /* the base's id, when depth > 0 */
+        const uint8_t *frame;
+        size_t frame_size;
+} NanoManifestPacked;
+
+/* True if buf starts with the packed magic (anything else is read as a canonical manifest). */
+bool nano_manifest_is_packed(const void *buf, size_t size);
+/* Checks the header and the frame's own header (one frame filling the rest, its content size equal
+ * to the header's, content checksum on, no dictionary id): -EBADMSG otherwise. */
+int nano_manifest_packed_parse(const void *buf, size_t size, NanoManifestPacked *ret);
+/* Packs the canonical manifest data. With base (its canonical bytes, id and the depth of its own
+ * chain), the frame is compressed against it: -E2BIG if base + data exceed the window, -EINVAL if
+ * the base is already at the depth limit. *ret is malloc'ed. */
+int nano_manifest_pack(const void *data, size_t size, const void *base, size_t base_size,
+                       const uint8_t base_id[32], uint32_t base_depth, int level, uint8_t **ret, size_t *ret_size);
+
+/* Where packed manifests come from: maps the stored file of manifest `id` (canonical or packed) into
+ * *ret_map (munmap()'ed by the caller). -ENOENT if there is none. */
+typedef int (*NanoManifestLoadFn)(void *userdata, const uint8_t id[32], void **ret_map, size_t *ret_size);
+
+/* The files a load read, for gc (which keeps them all) and fsck (which names the one at fault). */
+typedef struct NanoManifestChain {
+        unsigned n;         /* ids[0] is the manifest asked for, ids[i + 1] the base of ids[i] */
+        uint8_t ids[NANO_MANIFEST_PACK_DEPTH_MAX + 1][32];
+        unsigned failed;    /* on failure: the index in ids of the manifest at fault */
+        int error;          /* on failure: how, as -errno (-ENOENT: its file is missing) */
+        const char *detail; /* on failure: what is wrong with it */
+} NanoManifestChain;
+
+/* Opens manifest id through load: a canonical file is mmap'ed as by nano_manifest_open_at(); a packed
+ * one is decoded (its bases first, each checked against its id) into anonymous read-only memory.
+ * Either way the canonical bytes are checked against id and validated. -EBADMSG for anything
+ * malformed, a missing base included; -ENOENT only when id itself is missing. chain may be NULL. */
+int nano_manifest_load(NanoManifestLoadFn load, void *userdata, const uint8_t id[32], NanoManifest **ret,
+                       NanoManifestChain *chain);
+
 static inline void nano_manifest_freep(NanoManifest **m)
 {
         if (*m)

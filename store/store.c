@@ -383,31 +383,6 @@ bool nano_store_has_object(NanoStore *s, const uint8_t digest[32], uint64_t size
                le64_read(trailer + 24) == XXH3_64bits(trailer, 24);
 }
 
-int nano_store_open_manifest(NanoStore *s, const uint8_t id[32], NanoManifest **ret)
-{
-        char path[NANO_FANOUT_PATH_SIZE];
-        NanoManifest *m;
-        const void *data;
-        uint8_t got[32];
-        size_t size;
-        int r;
-
-        nano_fanout_path(id, path);
-        r = nano_manifest_open_at(s->manifests_fd, path, &m);
-        if (r < 0)
-                return r;
-        /* A manifest is small next to its tree, and a flipped byte in it would change modes or
-         * names silently: check it against its id every time it is opened. */
-        data = nano_manifest_data(m, &size);
-        nano_sha256(data, size, got);
-        if (memcmp(got, id, 32) != 0) {
-                nano_manifest_free(m);
-                return -EBADMSG;
-        }
-        *ret = m;
-        return 0;
-}
-
 int nano_store_open_blob(NanoStore *s, const uint8_t digest[32], NanoBlob **ret)
 {
         char path[NANO_FANOUT_PATH_SIZE];

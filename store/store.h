@@ -56,6 +56,16 @@ int nano_store_publish(NanoStore *s, const char *name, int dirfd, const char *pa
 /* True when an object with that digest is present, with an intact trailer for `size` content bytes. */
 bool nano_store_has_object(NanoStore *s, const uint8_t digest[32], uint64_t size);
 
+/* Manifests (manifest-store.c). Opens manifest id like nano_store_open_manifest(), and says which
+ * files it read (a packed manifest reads its chain of bases) and, on failure, which one is at fault. */
+int nano_store_open_manifest_chain(NanoStore *s, const uint8_t id[32], NanoManifest **ret, NanoManifestChain *chain);
+/* Stores the canonical manifest data (whose id is id) of release name@version, packed against the
+ * manifest of another version of name where that pays (doc/store.md). 1 and the bytes written in
+ * *ret_stored if it wrote a file, 0 if a sound copy was there. An existing copy that cannot be read
+ * (damaged, or its base is) is replaced by one without a base. */
+int nano_store_put_manifest(NanoStore *s, const char *name, const char *version, const void *data, size_t size,
+                            const uint8_t id[32], uint64_t *ret_stored);
+
 /* Refs. */
 int nano_release_parse(const char *release, char name[NANO_RELEASE_NAME_MAX + 1],
                        char version[NANO_RELEASE_NAME_MAX + 1]);
