@@ -25,6 +25,9 @@
 #define TIMEOUT_IMMUTABLE 86400.0
 #define TIMEOUT_VOLATILE  1.0
 
+/* Most blobs kept open at once (each holds a file descriptor), below half of RLIMIT_NOFILE. */
+#define NANO_FUSE_OPEN_BLOBS_MAX 4096u
+
 #define INO_BY_ID         2
 #define INO_FIRST_DYNAMIC 16
 
@@ -71,7 +74,19 @@ typedef struct Node {
         Mnf *mnf;                   /* SYMLINK */
         uint8_t digest[32];         /* FILE */
         atomic_bool corrupt_logged; /* FILE: one log line per corrupt object and inode */
-        char name[];                /* NAME */
+
+        /* FILE: the blob, opened by the first read and kept while the node is on the list of open
+         * blobs (bounded, most recently read first: file descriptors are finite). Under lock. */
+        NanoBlob *blob;
+        unsigned blob_users; /* reads using it now: not closed under them */
+        struct Node *blob_prev, *blob_next;
+
+        /* ROOT, NAME, BY_ID: the listing getattr last saw, and the mtime it reported (under lock). */
+        uint64_t list_hash;
+        struct timespec list_mtime;
+        bool list_seen;
+
+        char name[]; /* NAME */
 } Node;
 
 struct NanoFuse {
@@ -85,7 +100,20 @@ struct NanoFuse {
         Node *root, *by_id;
 
         ChunkCache *cache;
-        DigestSet logged; /* manifests and objects already reported broken (under lock) */
+        DigestSet logged;
+
+        /* Open blobs, most recently read first (under lock). */
+        Node *blobs_first, *blobs_last;
+        unsigned n_blobs, max_blobs;
+
+        /* The kernel can do without OPEN and OPENDIR requests (Linux 3.14 and 5.1): answered ENOSYS
+         * once, it never sends them again. */
+        bool no_open, no_opendir;
+
+        /* Watches store/refs for releases coming and going, to drop the kernel's cached listings. */
+        int watch_fd;
+        pthread_t watch_thread;
+        bool watching; /* manifests and objects already reported broken (under lock) */
 
         struct fuse_session *se;
         char *mountpoint;
@@ -112,6 +140,11 @@ Node *node_by_ino(NanoFuse *f, uint64_t ino);
 int node_get_name(NanoFuse *f, const char *name, Node **ret);
 int node_get_entry(NanoFuse *f, Tree *t, uint32_t idx, Node **ret);
 void node_ref_static(NanoFuse *f, Node *n); /* root, by-id: counted for symmetry, never freed */
+
+/* The blob of a FILE node, opened by the first call (checked against the node's size: -EBADMSG if it
+ * differs), for one read: give it back with node_blob_put(). */
+int node_blob_get(NanoFuse *f, Node *n, NanoBlob **ret);
+void node_blob_put(NanoFuse *f, Node *n);
 
 /* Drops count kernel references (forget); frees the node at zero. */
 void node_unref(NanoFuse *f, Node *n, uint64_t count);

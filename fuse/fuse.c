@@ -12,20 +12,19 @@
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/statvfs.h>
 #include <sys/uio.h>
+#include <xxhash.h>
+#ifdef __linux__
+#include <sys/inotify.h>
+#endif
 
 #include "fuse-internal.h"
 #include "log.h"
 #include "util.h"
 
-typedef struct FileHandle {
-        NanoBlob *blob;
-        Node *node; /* pinned by the kernel while the file is open */
-} FileHandle;
-
-/* What opendir of the root, a name directory or by-id saw: listed from this snapshot, so that one
- * listing is consistent while releases come and go. */
+/* The listing of the root, a name directory or by-id, read from the refs for one readdir request. */
 typedef struct DirSnapshot {
         size_t n;
         struct {
@@ -144,12 +143,23 @@ static void entry_fill(const struct stat *st, double entry_timeout, double attr_
         };
 }
 
+static int listing_stat(NanoFuse *f, Node *n, struct stat *st);
+
+/* node_stat(), and for the root, name and by-id directories the mtime of their listing. */
+static int stat_for_kernel(NanoFuse *f, Node *n, struct stat *st)
+{
+        int r = node_stat(f, n, st);
+        if (r >= 0 && (n->kind == NODE_ROOT || n->kind == NODE_NAME || n->kind == NODE_BY_ID))
+                r = listing_stat(f, n, st);
+        return r;
+}
+
 /* Replies with n's entry; gives the kernel's reference back if the reply did not reach it. */
 static void reply_entry(fuse_req_t req, NanoFuse *f, Node *n, double entry_timeout)
 {
         struct fuse_entry_param e;
         struct stat st;
-        int r = node_stat(f, n, &st);
+        int r = stat_for_kernel(f, n, &st);
 
         if (r < 0) {
                 node_unref(f, n, 1);
@@ -312,7 +322,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
                 fuse_reply_err(req, ESTALE);
                 return;
         }
-        r = node_stat(f, n, &st);
+        r = stat_for_kernel(f, n, &st);
         if (r < 0)
                 fuse_reply_err(req, -r);
         else
@@ -452,45 +462,69 @@ static int snapshot_build(NanoFuse *f, const Node *n, DirSnapshot **ret)
         return 0;
 }
 
+/* Without OPENDIR (the kernel's no_opendir), the kernel caches every directory's listing, these
+ * three too, and drops a cached listing when the directory's mtime has changed (it compares when a
+ * listing starts, and asks for the attributes once they time out: TIMEOUT_VOLATILE) or when told to
+ * (refs_watch_thread(), at once). So the mtime shown here is the refs directory's, moved forward by
+ * at least 1 ns whenever the listing itself changed, which the refs directory's own mtime does not
+ * always show (a coarse clock; a name's versions live one level down). */
+static int listing_stat(NanoFuse *f, Node *n, struct stat *st)
+{
+        _cleanup_(snapshot_freep) DirSnapshot *d = NULL;
+        uint64_t h = 0;
+        int r = snapshot_build(f, n, &d);
+
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < d->n; i++)
+                h += XXH3_64bits_withSeed(d->e[i].name, strlen(d->e[i].name), d->e[i].ino);
+
+        pthread_mutex_lock(&f->lock);
+        if (!n->list_seen || h != n->list_hash) {
+                struct timespec t = st->st_mtim;
+                if (n->list_seen && (t.tv_sec < n->list_mtime.tv_sec ||
+                                     (t.tv_sec == n->list_mtime.tv_sec && t.tv_nsec <= n->list_mtime.tv_nsec))) {
+                        t = n->list_mtime;
+                        if (++t.tv_nsec == 1000000000) {
+                                t.tv_sec++;
+                                t.tv_nsec = 0;
+                        }
+                }
+                n->list_mtime = t;
+                n->list_hash = h;
+                n->list_seen = true;
+        }
+        st->st_atim = st->st_mtim = st->st_ctim = n->list_mtime;
+        pthread_mutex_unlock(&f->lock);
+        return 0;
+}
+
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
         NanoFuse *f = req_fs(req);
         Node *n = node_by_ino(f, ino);
-        DirSnapshot *d = NULL;
-        int r;
 
+        if (f->no_opendir) {
+                /* Once: the kernel stops asking, and lists from its cache or with readdir alone. */
+                fuse_reply_err(req, ENOSYS);
+                return;
+        }
         if (!n) {
                 fuse_reply_err(req, ESTALE);
                 return;
         }
-        switch (n->kind) {
-        case NODE_DIR:
-                /* Immutable: the kernel may cache the listing, and keep it across opens. */
-                fi->fh = 0;
+        /* A kernel that needs OPENDIR: a release's directories are immutable, their listings may be
+         * cached and kept across opens; the others change. */
+        fi->fh = 0;
+        if (n->kind == NODE_DIR) {
                 fi->cache_readdir = 1;
                 fi->keep_cache = 1;
-                break;
-        case NODE_ROOT:
-        case NODE_NAME:
-        case NODE_BY_ID:
-                r = snapshot_build(f, n, &d);
-                if (r < 0) {
-                        fuse_reply_err(req, -r);
-                        return;
-                }
-                fi->fh = (uintptr_t)d;
-                break;
-        default:
-                fuse_reply_err(req, ENOTDIR);
-                return;
         }
-        if (fuse_reply_open(req, fi) != 0)
-                snapshot_free(d);
+        fuse_reply_open(req, fi);
 }
 
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-        snapshot_free((DirSnapshot *)(uintptr_t)fi->fh);
         fuse_reply_err(req, 0);
 }
 
@@ -556,10 +590,16 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
         }
 
         if (p->kind != NODE_DIR) {
-                /* Root, names, by-id: from the snapshot, without attributes even for readdirplus. Their
-                 * entries would open manifests, and they change: lookups fetch them when needed. */
-                const DirSnapshot *d = (const DirSnapshot *)(uintptr_t)fi->fh;
-                for (size_t i = (size_t)off; d && i < d->n; i++) {
+                /* Root, names, by-id: listed from the refs (offsets are positions in the sorted listing),
+                 * without attributes even for readdirplus. Their entries would open manifests, and they
+                 * change: lookups fetch them when needed. */
+                _cleanup_(snapshot_freep) DirSnapshot *d = NULL;
+                r = snapshot_build(f, p, &d);
+                if (r < 0) {
+                        fuse_reply_err(req, -r);
+                        return;
+                }
+                for (size_t i = (size_t)off; i < d->n; i++) {
                         struct stat st = { .st_ino = d->e[i].ino, .st_mode = DTTOIF(d->e[i].type) };
                         if (!add_entry(req, buf, size, &pos, plus, d->e[i].name, &st, NULL, 0, (off_t)i + 1))
                                 break;
@@ -654,10 +694,13 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
         NanoFuse *f = req_fs(req);
         Node *n = node_by_ino(f, ino);
-        FileHandle *h;
-        NanoBlob *b;
-        int r;
 
+        if (f->no_open) {
+                /* Once: the kernel stops asking, opens files on its own with keep_cache, and reads
+                 * come with no handle. The blob is opened by the first read (node_blob_get()). */
+                fuse_reply_err(req, ENOSYS);
+                return;
+        }
         if (!n) {
                 fuse_reply_err(req, ESTALE);
                 return;
@@ -670,15 +713,40 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
                 fuse_reply_err(req, EROFS);
                 return;
         }
+        /* Content never changes: pages cached by a previous open stay valid, no flush on close. Not
+         * direct_io: mmap, exec and shared libraries need the page cache. */
+        fi->fh = 0;
+        fi->keep_cache = 1;
+        fi->noflush = 1;
+        fi->direct_io = 0;
+        fuse_reply_open(req, fi);
+}
 
-        r = nano_store_open_blob(f->store, n->digest, &b);
-        if (r >= 0 && nano_blob_size(b) != n->size) {
-                nano_blob_free(b);
-                r = -EBADMSG;
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+        NanoFuse *f = req_fs(req);
+        Node *n = node_by_ino(f, ino);
+        Chunk *chunks_stack[8], **chunks = chunks_stack;
+        struct iovec iov_stack[8], *iov = iov_stack;
+        uint64_t fsize, first, n_chunks, bad = 0;
+        NanoBlob *blob;
+        unsigned shift;
+        size_t len, got = 0;
+        int r = 0;
+
+        if (!n || n->kind != NODE_FILE) {
+                fuse_reply_err(req, n ? EISDIR : ESTALE);
+                return;
         }
+        fsize = n->size;
+        if (off < 0 || (uint64_t)off >= fsize || size == 0) {
+                fuse_reply_buf(req, NULL, 0);
+                return;
+        }
+        r = node_blob_get(f, n, &blob);
         if (r < 0) {
                 char what[128];
-                snprintf(what, sizeof what, "%s: opening it gets EIO",
+                snprintf(what, sizeof what, "%s: reading it gets EIO",
                          r == -ENOENT    ? "is missing from the store"
                          : r == -EBADMSG ? "is corrupt (its chunk table or trailer)"
                                          : "cannot be opened");
@@ -686,40 +754,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
                 fuse_reply_err(req, r == -ENOMEM || r == -EMFILE || r == -ENFILE ? -r : EIO);
                 return;
         }
-        h = malloc(sizeof *h);
-        if (!h) {
-                nano_blob_free(b);
-                fuse_reply_err(req, ENOMEM);
-                return;
-        }
-        *h = (FileHandle){ .blob = b, .node = n };
-        fi->fh = (uintptr_t)h;
-        /* Content never changes: pages cached by a previous open stay valid, no flush on close. Not
-         * direct_io: mmap, exec and shared libraries need the page cache. */
-        fi->keep_cache = 1;
-        fi->noflush = 1;
-        fi->direct_io = 0;
-        if (fuse_reply_open(req, fi) != 0) {
-                nano_blob_free(b);
-                free(h);
-        }
-}
-
-static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
-{
-        NanoFuse *f = req_fs(req);
-        FileHandle *h = (FileHandle *)(uintptr_t)fi->fh;
-        Chunk *chunks_stack[8], **chunks = chunks_stack;
-        struct iovec iov_stack[8], *iov = iov_stack;
-        uint64_t fsize = h->node->size, first, n_chunks, bad = 0;
-        unsigned shift = nano_blob_chunk_shift(h->blob);
-        size_t len, got = 0;
-        int r = 0;
-
-        if (off < 0 || (uint64_t)off >= fsize || size == 0) {
-                fuse_reply_buf(req, NULL, 0);
-                return;
-        }
+        shift = nano_blob_chunk_shift(blob);
         len = (size_t)MIN((uint64_t)size, fsize - (uint64_t)off);
         first = (uint64_t)off >> shift;
         n_chunks = (((uint64_t)off + len - 1) >> shift) - first + 1;
@@ -740,7 +775,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
                          to = MIN((uint64_t)off + len, cstart + (UINT64_C(1) << shift));
 
                 bad = first + i;
-                r = chunk_cache_get(f->cache, h->blob, h->node->digest, bad, &chunks[i]);
+                r = chunk_cache_get(f->cache, blob, n->digest, bad, &chunks[i]);
                 if (r < 0)
                         break;
                 got++;
@@ -757,6 +792,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 finish:
         for (size_t i = 0; i < got; i++)
                 chunk_unref(f->cache, chunks[i]);
+        node_blob_put(f, n);
         if (chunks != chunks_stack) {
                 free(chunks);
                 free(iov);
@@ -769,7 +805,7 @@ finish:
                                  "get EIO",
                                  (unsigned long long)bad, (unsigned long long)(bad << shift),
                                  (unsigned long long)MIN(fsize, (bad + 1) << shift) - 1);
-                        report_object(f, h->node, r, what);
+                        report_object(f, n, r, what);
                 }
                 fuse_reply_err(req, r == -ENOMEM ? ENOMEM : EIO);
         }
@@ -777,18 +813,14 @@ finish:
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-        FileHandle *h = (FileHandle *)(uintptr_t)fi->fh;
-
-        if (h) {
-                nano_blob_free(h->blob);
-                free(h);
-        }
         fuse_reply_err(req, 0);
 }
 
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-        fuse_reply_err(req, 0);
+        /* Nothing to flush, ever: ENOSYS makes the kernel stop asking at each close (files opened
+         * without OPEN have no "noflush" flag to say so). */
+        fuse_reply_err(req, ENOSYS);
 }
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
@@ -798,8 +830,8 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 
 static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi)
 {
-        FileHandle *h = (FileHandle *)(uintptr_t)fi->fh;
-        uint64_t size = h ? h->node->size : 0;
+        Node *n = node_by_ino(req_fs(req), ino);
+        uint64_t size = n && n->kind == NODE_FILE ? n->size : 0;
 
         /* The kernel asks only for SEEK_DATA and SEEK_HOLE; files have no holes. */
         if (off < 0 || (uint64_t)off >= size)
@@ -987,18 +1019,26 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
                 conn->want |= FUSE_CAP_ASYNC_READ;
         if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
                 conn->want |= FUSE_CAP_PARALLEL_DIROPS;
-        /* Pages of an immutable file never need invalidating; splice would only add a pipe between a
-         * chunk already in memory and the kernel. */
-        conn->want &= ~(FUSE_CAP_AUTO_INVAL_DATA | FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE |
-                        FUSE_CAP_SPLICE_MOVE);
+        /* No OPEN, RELEASE, OPENDIR, RELEASEDIR: two round trips less for every file and directory
+         * opened, which is most of what a warm tree walk or read still asked of the daemon. The
+         * kernel then keeps pages and listings of every inode (keep_cache, cache_dir). */
+        f->no_open = conn->capable & FUSE_CAP_NO_OPEN_SUPPORT;
+        f->no_opendir = conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT;
+        /* auto_inval_data: the kernel compares a directory's mtime when a cached listing starts, and
+         * drops the listing if it changed (listing_stat()). Files never change: for them it costs
+         * nothing while their attributes are valid, which is for TIMEOUT_IMMUTABLE. Splice would only
+         * add a pipe between a chunk already in memory and the kernel. */
+        if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA)
+                conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
+        conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
         conn->time_gran = 1;
         /* More readahead requests in flight: each worker decompresses its own chunk. */
         conn->max_background = MAX(conn->max_background, 64u);
         conn->congestion_threshold = conn->max_background * 3 / 4;
-        log_debug("FUSE protocol %u.%u, capable 0x%x, want 0x%x, max_write %u, max_readahead %u",
+        log_debug("FUSE protocol %u.%u, capable 0x%x, want 0x%x, max_write %u, max_readahead %u, "
+                  "no_open %d, no_opendir %d",
                   conn->proto_major, conn->proto_minor, conn->capable, conn->want, conn->max_write,
-                  conn->max_readahead);
-        (void)f;
+                  conn->max_readahead, f->no_open, f->no_opendir);
 }
 
 static void op_destroy(void *userdata)
@@ -1082,6 +1122,20 @@ int nano_fuse_new(NanoStore *s, const NanoFuseOptions *o, NanoFuse **ret)
         f->uid = getuid();
         f->gid = getgid();
 
+        /* Open blobs cost a file descriptor each: allow many (the hard limit is the system's say), and
+         * keep at most half of them open, whatever was granted. */
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+                if (rl.rlim_cur < rl.rlim_max && rl.rlim_cur < 65536) {
+                        rl.rlim_cur = MIN(rl.rlim_max, (rlim_t)65536);
+                        (void)setrlimit(RLIMIT_NOFILE, &rl);
+                        (void)getrlimit(RLIMIT_NOFILE, &rl);
+                }
+                f->max_blobs = (unsigned)MIN(rl.rlim_cur / 2, (rlim_t)NANO_FUSE_OPEN_BLOBS_MAX);
+        }
+        f->max_blobs = MAX(f->max_blobs, 16u);
+        f->watch_fd = -EBADF;
+
         r = inodes_init(f);
         if (r < 0)
                 return r;
@@ -1156,6 +1210,162 @@ void nano_fuse_unmount(NanoFuse *f)
         }
 }
 
+/* ---- Releases coming and going. */
+
+#ifdef __linux__
+/* A release appears or goes with its ref, refs/<name>/<version>. Each change drops at once the
+ * kernel's cached listings of the directories that show it: the root, the name, by-id (without it,
+ * listing_stat()'s mtime drops them within TIMEOUT_VOLATILE). One inotify watch on refs/ and one on
+ * each refs/<name>/. */
+typedef struct RefsWatch {
+        int wd;
+        char name[NANO_RELEASE_NAME_MAX + 1]; /* "" for refs/ itself */
+} RefsWatch;
+
+typedef struct RefsWatches {
+        RefsWatch *v;
+        size_t n, cap;
+} RefsWatches;
+
+static void refs_watch_add(NanoFuse *f, RefsWatches *w, const char *name)
+{
+        char path[64 + NANO_RELEASE_NAME_MAX];
+        int wd;
+
+        if (!streq(name, "") && !nano_name_is_valid(name))
+                return;
+        snprintf(path, sizeof path, "/proc/self/fd/%d/%s", f->store->refs_fd, name);
+        wd = inotify_add_watch(f->watch_fd, path,
+                               IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_ONLYDIR | IN_DONT_FOLLOW);
+        if (wd < 0) {
+                log_debug("cannot watch refs/%s: %m; listings may show its changes up to %gs late", name,
+                          TIMEOUT_VOLATILE);
+                return;
+        }
+        for (size_t i = 0; i < w->n; i++)
+                if (w->v[i].wd == wd)
+                        return; /* already watched (the same directory seen twice) */
+        if (w->n == w->cap) {
+                size_t ncap = w->cap ? 2 * w->cap : 16;
+                RefsWatch *v = reallocarray(w->v, ncap, sizeof *v);
+                if (!v)
+                        return;
+                w->v = v;
+                w->cap = ncap;
+        }
+        w->v[w->n].wd = wd;
+        snprintf(w->v[w->n].name, sizeof w->v[w->n].name, "%s", name);
+        w->n++;
+}
+
+static void refs_inval(NanoFuse *f, uint64_t ino)
+{
+        /* -ENOENT only says the kernel has no such inode cached: nothing to drop. */
+        (void)fuse_lowlevel_notify_inval_inode(f->se, ino, 0, 0);
+}
+
+static void refs_watches_free(void *p)
+{
+        free(((RefsWatches *)p)->v);
+}
+
+static void *refs_watch_thread(void *userdata)
+{
+        NanoFuse *f = userdata;
+        RefsWatches w = {};
+        _Alignas(struct inotify_event) char buf[16 * 1024];
+        DIR *d;
+        int fd;
+
+        pthread_cleanup_push(refs_watches_free, &w);
+        refs_watch_add(f, &w, "");
+        /* The names already there; a name created later is watched when refs/ reports it. */
+        fd = openat(f->store->refs_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        d = fd >= 0 ? fdopendir(fd) : NULL;
+        if (d) {
+                struct dirent *de;
+                while ((de = readdir(d)))
+                        if (de->d_type == DT_DIR || de->d_type == DT_UNKNOWN)
+                                refs_watch_add(f, &w, de->d_name);
+                closedir(d);
+        } else
+                safe_close(fd);
+
+        for (;;) {
+                ssize_t k = read(f->watch_fd, buf, sizeof buf); /* a cancellation point */
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k <= 0)
+                        break;
+                bool root = false, by_id = false;
+                for (char *p = buf; p < buf + k;) {
+                        const struct inotify_event *ev = (const struct inotify_event *)p;
+                        p += sizeof *ev + ev->len;
+                        if (ev->mask & IN_Q_OVERFLOW) {
+                                root = by_id = true; /* names are not known: those get their mtime */
+                                continue;
+                        }
+                        for (size_t i = 0; i < w.n; i++) {
+                                if (w.v[i].wd != ev->wd)
+                                        continue;
+                                if (ev->mask & IN_IGNORED) {
+                                        w.v[i] = w.v[--w.n]; /* the directory is gone */
+                                        break;
+                                }
+                                root = true;
+                                if (streq(w.v[i].name, "")) {
+                                        if (ev->len > 0 && (ev->mask & (IN_CREATE | IN_MOVED_TO)) &&
+                                            (ev->mask & IN_ISDIR))
+                                                refs_watch_add(f, &w, ev->name);
+                                } else {
+                                        by_id = true;
+                                        refs_inval(f, ino_of_name(w.v[i].name));
+                                }
+                                break;
+                        }
+                }
+                if (root)
+                        refs_inval(f, FUSE_ROOT_ID);
+                if (by_id)
+                        refs_inval(f, INO_BY_ID);
+        }
+        pthread_cleanup_pop(1);
+        return NULL;
+}
+
+static void refs_watch_start(NanoFuse *f)
+{
+        f->watch_fd = inotify_init1(IN_CLOEXEC);
+        if (f->watch_fd < 0) {
+                log_debug("inotify: %m; listings may show new releases up to %gs late", TIMEOUT_VOLATILE);
+                return;
+        }
+        if (pthread_create(&f->watch_thread, NULL, refs_watch_thread, f) != 0) {
+                f->watch_fd = safe_close(f->watch_fd);
+                return;
+        }
+        f->watching = true;
+}
+
+static void refs_watch_stop(NanoFuse *f)
+{
+        if (f->watching) {
+                pthread_cancel(f->watch_thread);
+                pthread_join(f->watch_thread, NULL);
+                f->watching = false;
+        }
+        f->watch_fd = safe_close(f->watch_fd);
+}
+#else
+static void refs_watch_start(NanoFuse *f)
+{
+}
+
+static void refs_watch_stop(NanoFuse *f)
+{
+}
+#endif
+
 static void *probe_thread(void *userdata)
 {
         NanoFuse *f = userdata;
@@ -1202,8 +1412,10 @@ int nano_fuse_loop(NanoFuse *f, void (*ready)(void *userdata), void *userdata)
                 fuse_loop_cfg_destroy(cfg);
                 return r;
         }
+        refs_watch_start(f);
         r = fuse_session_loop_mt(f->se, cfg);
         fuse_loop_cfg_destroy(cfg);
+        refs_watch_stop(f);
 
         /* Unmount before joining: a probe still waiting on the mount then gets ENOTCONN. The signal
          * handlers stay until the probe is gone, since it may still signal the main thread. */

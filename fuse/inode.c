@@ -3,6 +3,7 @@
  * of open manifests and trees that nodes reference. One mutex guards it all: every critical section
  * is a hash probe or two, far shorter than a FUSE round trip, and the slow parts (opening and
  * validating a manifest, counting a directory's subdirectories) run before the lock is taken. */
+#include <assert.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <string.h>
@@ -215,10 +216,97 @@ fail:
         return -ENOMEM;
 }
 
+/* ---- Open blobs. */
+
+static void blob_list_unlink_locked(NanoFuse *f, Node *n)
+{
+        if (n->blob_prev)
+                n->blob_prev->blob_next = n->blob_next;
+        else
+                f->blobs_first = n->blob_next;
+        if (n->blob_next)
+                n->blob_next->blob_prev = n->blob_prev;
+        else
+                f->blobs_last = n->blob_prev;
+        n->blob_prev = n->blob_next = NULL;
+}
+
+static void blob_list_push_locked(NanoFuse *f, Node *n)
+{
+        n->blob_prev = NULL;
+        n->blob_next = f->blobs_first;
+        if (f->blobs_first)
+                f->blobs_first->blob_prev = n;
+        else
+                f->blobs_last = n;
+        f->blobs_first = n;
+}
+
+static void node_blob_close_locked(NanoFuse *f, Node *n)
+{
+        if (!n->blob)
+                return;
+        blob_list_unlink_locked(f, n);
+        nano_blob_free(n->blob);
+        n->blob = NULL;
+        f->n_blobs--;
+}
+
+int node_blob_get(NanoFuse *f, Node *n, NanoBlob **ret)
+{
+        NanoBlob *b = NULL;
+        int r;
+
+        pthread_mutex_lock(&f->lock);
+        if (!n->blob) {
+                pthread_mutex_unlock(&f->lock);
+                /* Opening reads the chunk table: not under the lock. Two threads may race to open one
+                 * blob; the loser closes its copy. */
+                r = nano_store_open_blob(f->store, n->digest, &b);
+                if (r >= 0 && nano_blob_size(b) != n->size)
+                        r = -EBADMSG;
+                if (r < 0) {
+                        nano_blob_free(b);
+                        return r;
+                }
+                pthread_mutex_lock(&f->lock);
+                if (!n->blob) {
+                        n->blob = TAKE_PTR(b);
+                        f->n_blobs++;
+                        blob_list_push_locked(f, n);
+                }
+        }
+        n->blob_users++;
+        if (f->blobs_first != n) {
+                blob_list_unlink_locked(f, n);
+                blob_list_push_locked(f, n);
+        }
+        /* Over the bound: close the least recently read ones that no read is using. */
+        for (Node *v = f->blobs_last; f->n_blobs > f->max_blobs && v;) {
+                Node *prev = v->blob_prev;
+                if (v->blob_users == 0)
+                        node_blob_close_locked(f, v);
+                v = prev;
+        }
+        *ret = n->blob;
+        pthread_mutex_unlock(&f->lock);
+        nano_blob_free(b);
+        return 0;
+}
+
+void node_blob_put(NanoFuse *f, Node *n)
+{
+        pthread_mutex_lock(&f->lock);
+        assert(n->blob_users > 0);
+        n->blob_users--;
+        pthread_mutex_unlock(&f->lock);
+}
+
 /* ---- Nodes. */
 
 static void node_free_locked(NanoFuse *f, Node *n)
 {
+        node_blob_close_locked(f, n);
         hash_table_remove(&f->nodes_by_ino, &n->by_ino);
         hash_table_remove(&f->nodes_by_key, &n->by_key);
         tree_unref_locked(f, n->tree);
@@ -403,7 +491,9 @@ int inodes_init(NanoFuse *f)
 
 static void free_node_link(HashLink *l, void *userdata)
 {
-        free(container_of(l, Node, by_ino));
+        Node *n = container_of(l, Node, by_ino);
+        nano_blob_free(n->blob);
+        free(n);
 }
 
 static void free_tree_link(HashLink *l, void *userdata)
