@@ -42,6 +42,11 @@ static bool all_zero(const uint8_t *p, size_t n)
         return true;
 }
 
+static bool expansion_ok(uint64_t size, uint64_t base_size, uint64_t frame_size)
+{
+        return size <= base_size + frame_size * NANO_MANIFEST_PACK_EXPANSION_MAX;
+}
+
 bool nano_manifest_is_packed(const void *buf, size_t size)
 {
         return buf && size >= 8 && memcmp(buf, NANO_MANIFEST_PACK_MAGIC, 8) == 0;
@@ -81,6 +86,9 @@ int nano_manifest_packed_parse(const void *buf, size_t size, NanoManifestPacked 
         if (ZSTD_getFrameContentSize(h.frame, h.frame_size) != h.size)
                 return -EBADMSG;
         if (ZSTD_findFrameCompressedSize(h.frame, h.frame_size) != h.frame_size)
+                return -EBADMSG;
+        /* With a base, the decoder checks the bound once it knows the base's size. */
+        if (h.depth == 0 && !expansion_ok(h.size, 0, h.frame_size))
                 return -EBADMSG;
         *ret = h;
         return 0;
@@ -143,6 +151,8 @@ int nano_manifest_pack(const void *data, size_t size, const void *base, size_t b
         n = ZSTD_compress2(cctx, buf + NANO_MANIFEST_PACK_HEADER_SIZE, bound, data, size);
         if (ZSTD_isError(n))
                 return ZSTD_getErrorCode(n) == ZSTD_error_memory_allocation ? -ENOMEM : -EIO;
+        if (!expansion_ok(size, base ? base_size : 0, n))
+                return -E2BIG;
 
         memset(buf, 0, NANO_MANIFEST_PACK_HEADER_SIZE);
         memcpy(buf + P_MAGIC, NANO_MANIFEST_PACK_MAGIC, 8);
@@ -233,14 +243,19 @@ static int decode(Decoder *d, const uint8_t id[32], unsigned level, void **ret_m
                         (void)munmap(file, file_size);
                         return fail(d, level, -EBADMSG, "it and its base exceed the 256 MiB window");
                 }
+                if (!expansion_ok(h.size, base_size, h.frame_size)) {
+                        (void)munmap(base, base_size);
+                        (void)munmap(file, file_size);
+                        return fail(d, level, -EBADMSG, "it declares more than its base and 1024 times its frame");
+                }
         }
 
         if (d->dctx)
                 (void)ZSTD_DCtx_reset(d->dctx, ZSTD_reset_session_and_parameters);
         else
                 d->dctx = ZSTD_createDCtx();
-        /* h.size is bounded by the format's limits and equals the frame's declared content size, and
-         * the frame cannot write past it: this is all the memory a frame can make us use. */
+        /* h.size is the frame's declared content size, within the format's limits and the expansion
+         * bound, and the frame cannot write past it: this is all the memory a frame can make us use. */
         out = d->dctx ? mmap(NULL, h.size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) : MAP_FAILED;
         ready = out != MAP_FAILED &&
                 !ZSTD_isError(ZSTD_DCtx_setParameter(d->dctx, ZSTD_d_windowLogMax,

@@ -109,6 +109,11 @@ int nano_manifest_adopt(void *map, size_t map_size, size_t size, NanoManifest **
 #define NANO_MANIFEST_PACK_DEPTH_MAX 8u
 /* A base is used only while base + manifest fit this window (the zstd window must cover both). */
 #define NANO_MANIFEST_PACK_WINDOW_LOG_MAX 28u
+/* A packed frame decodes to at most its base plus this many times its own size. No real manifest
+ * comes near (every entry differs from the one before it, in its name offset at least, and costs
+ * the frame a few bits at least: ~40x is the most seen), and the writer stores a manifest that would
+ * canonical. It is what bounds the memory a small hostile file can make a reader use. */
+#define NANO_MANIFEST_PACK_EXPANSION_MAX 1024u
 /* The largest canonical manifest the format allows. */
 #define NANO_MANIFEST_SIZE_MAX                                                                              \
         (NANO_MANIFEST_HEADER_SIZE + (uint64_t)NANO_MANIFEST_ENTRY_SIZE * NANO_MANIFEST_ENTRIES_MAX +      \
@@ -130,8 +135,9 @@ bool nano_manifest_is_packed(const void *buf, size_t size);
  * to the header's, content checksum on, no dictionary id): -EBADMSG otherwise. */
 int nano_manifest_packed_parse(const void *buf, size_t size, NanoManifestPacked *ret);
 /* Packs the canonical manifest data. With base (its canonical bytes, id and the depth of its own
- * chain), the frame is compressed against it: -E2BIG if base + data exceed the window, -EINVAL if
- * the base is already at the depth limit. *ret is malloc'ed. */
+ * chain), the frame is compressed against it: -E2BIG if base + data exceed the window or the frame
+ * would exceed NANO_MANIFEST_PACK_EXPANSION_MAX, -EINVAL if the base is already at the depth limit.
+ * *ret is malloc'ed. */
 int nano_manifest_pack(const void *data, size_t size, const void *base, size_t base_size,
                        const uint8_t base_id[32], uint32_t base_depth, int level, uint8_t **ret, size_t *ret_size);
 
