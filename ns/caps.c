@@ -1,33 +1,41 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* Dropping every capability before exec. Inside our user namespace we hold the full set (of that
- * namespace) until then; as root on the host we hold it for real. */
+ * namespace) until then; as root on the host we hold it for real.
+ *
+ * No allocation: this runs in the child of a clone(CLONE_VM | CLONE_VFORK), which shares its parent's
+ * heap. So libcap only for what wraps a prctl (securebits, the bounding set, the ambient set); the
+ * three sets go through capget(2)/capset(2) on a struct of our own rather than cap_get_proc(). */
 #include "config.h"
 
+#include <linux/capability.h>
 #include <linux/securebits.h>
 #include <sys/capability.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 
 #include "ns-internal.h"
 
-static void cap_freep(cap_t *c)
+typedef struct CapSets {
+        struct __user_cap_header_struct header;
+        struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
+} CapSets;
+
+static int caps_get(CapSets *c)
 {
-        if (*c)
-                cap_free(*c);
+        *c = (CapSets){ .header = { .version = _LINUX_CAPABILITY_VERSION_3 } };
+        return syscall(SYS_capget, &c->header, c->data) < 0 ? -errno : 0;
 }
 
 int nano_caps_drop_all(NanoError *e)
 {
-        _cleanup_(cap_freep) cap_t caps = NULL, now = NULL;
-        cap_flag_value_t setpcap = CAP_CLEAR;
-        int n;
+        CapSets now, none = { .header = { .version = _LINUX_CAPABILITY_VERSION_3 } };
+        int n, r;
 
-        caps = cap_get_proc();
-        if (!caps)
-                return nano_error_set(e, errno, "read our capabilities: %m");
-        if (cap_get_flag(caps, CAP_SETPCAP, CAP_EFFECTIVE, &setpcap) < 0)
-                return nano_error_set(e, errno, "read CAP_SETPCAP: %m");
+        r = caps_get(&now);
+        if (r < 0)
+                return nano_error_set(e, r, "read our capabilities: %m");
 
-        if (setpcap == CAP_SET) {
+        if (now.data[CAP_TO_INDEX(CAP_SETPCAP)].effective & CAP_TO_MASK(CAP_SETPCAP)) {
                 /* uid 0 (also 0 inside our user namespace, with NANO_NS_MAP_ROOT) gets the bounding set
                  * back as permitted at every execve(), whatever we drop now: SECBIT_NOROOT stops that,
                  * locked so that nothing can undo it. The ambient set gets the same treatment. */
@@ -51,20 +59,21 @@ int nano_caps_drop_all(NanoError *e)
         /* Without CAP_SETPCAP we cannot touch the bounding set, and need not: we hold no capability, and
          * no_new_privs keeps file capabilities and setuid bits from granting any at execve(). */
 
-        if (cap_reset_ambient() < 0 && errno != EINVAL) /* EINVAL: kernel before 4.3, no ambient set */
+        /* One call, where libcap's cap_reset_ambient() asks about each capability first. EINVAL: a
+         * kernel before 4.3, with no ambient set. */
+        if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
                 return nano_error_set(e, errno, "clear the ambient capabilities: %m");
 
-        if (cap_clear(caps) < 0)
-                return nano_error_set(e, errno, "clear the capability set: %m");
-        if (cap_set_proc(caps) < 0)
+        if (syscall(SYS_capset, &none.header, none.data) < 0)
                 return nano_error_set(e, errno,
                                       "drop the effective, permitted and inheritable capabilities: %m");
 
         /* Trust, but verify: a silently partial drop is worse than a failed start. */
-        now = cap_get_proc();
-        if (!now)
-                return nano_error_set(e, errno, "read our capabilities: %m");
-        if (cap_compare(now, caps) != 0)
-                return nano_error_set(e, EPERM, "capabilities are still held after dropping them all");
+        r = caps_get(&now);
+        if (r < 0)
+                return nano_error_set(e, r, "read our capabilities: %m");
+        for (size_t i = 0; i < ELEMENTSOF(now.data); i++)
+                if (now.data[i].effective || now.data[i].permitted || now.data[i].inheritable)
+                        return nano_error_set(e, EPERM, "capabilities are still held after dropping them all");
         return 0;
 }

@@ -13,6 +13,16 @@ int nano_ns_unshare(const NanoNsConfig *c, NanoError *e)
         return nano_error_set(e, EOPNOTSUPP, NO_NAMESPACES);
 }
 
+int nano_ns_clone_flags(const NanoNsConfig *c)
+{
+        return -EOPNOTSUPP;
+}
+
+int nano_ns_setup_entered(const NanoNsConfig *c, uid_t uid, gid_t gid, NanoError *e)
+{
+        return nano_error_set(e, EOPNOTSUPP, NO_NAMESPACES);
+}
+
 int nano_ns_setup_root(const NanoNsConfig *c, NanoError *e)
 {
         return nano_error_set(e, EOPNOTSUPP, NO_NAMESPACES);

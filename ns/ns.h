@@ -10,10 +10,9 @@
  * to the parent over the sync socket (it is a flat struct: write() it as it is).
  *
  * Processes: functions marked [child] are meant for the child between fork/clone and exec. They do
- * not allocate (fixed buffers, raw getdents64) except where noted, so they are safe after fork()
- * from a multi-threaded parent; those noted as allocating (caps: libcap) require the runtime to fork
- * from its single-threaded monitor, which is the design (doc/security.md). Functions marked [parent]
- * may allocate and fork.
+ * not allocate (fixed buffers, raw getdents64), so they are safe after fork() from a multi-threaded
+ * parent, and in a child that shares its parent's memory (clone(CLONE_VM | CLONE_VFORK), the
+ * runtime's start without a copy of the parent). Functions marked [parent] may allocate and fork.
  *
  * Typical order in the child, for the "ns" and "rootfs" modes:
  *
@@ -192,6 +191,15 @@ typedef struct NanoNsConfig {
  * children of the caller are in the new pid namespace: fork next. */
 int nano_ns_unshare(const NanoNsConfig *c, NanoError *e);
 
+/* The CLONE_NEW* flags nano_ns_unshare() enters, for a caller that creates its child with them
+ * (clone(2)) instead; -EINVAL for the bare mode. */
+int nano_ns_clone_flags(const NanoNsConfig *c);
+
+/* [child] What nano_ns_unshare() does once the namespaces are entered: the maps, hostname, `lo`.
+ * For a child born in them (clone(2) with nano_ns_clone_flags()). uid and gid are the effective ids
+ * on the host, read before entering (inside, until the maps are written, they read as 65534). */
+int nano_ns_setup_entered(const NanoNsConfig *c, uid_t uid, gid_t gid, NanoError *e);
+
 /* [child] Builds the new root and pivots into it (see the modes above); the old root is detached.
  * With NANO_NS_PID, call it in the child forked after nano_ns_unshare() (pid 1 of the namespace):
  * mounting a proc for a pid namespace needs to be inside it. Without, the host's /proc is bound. */
@@ -207,7 +215,7 @@ int nano_no_new_privs(NanoError *e);
 
 /* [child] Drops every capability: securebits (noroot, locked) and the bounding set when we hold
  * CAP_SETPCAP (we do inside our user namespace, and as root), the ambient set, then effective,
- * permitted and inheritable. Allocates (libcap). -EOPNOTSUPP when built without libcap. */
+ * permitted and inheritable. Does not allocate. -EOPNOTSUPP when built without libcap. */
 int nano_caps_drop_all(NanoError *e);
 
 typedef struct NanoLandlockConfig {

@@ -48,19 +48,29 @@ int nano_ns_loopback_up(NanoError *e)
         return 0;
 }
 
-int nano_ns_unshare(const NanoNsConfig *c, NanoError *e)
+int nano_ns_clone_flags(const NanoNsConfig *c)
 {
-        char what[160] = "CLONE_NEWUSER|CLONE_NEWNS", map[64];
-        uid_t uid = geteuid();
-        gid_t gid = getegid();
-        int flags = CLONE_NEWUSER | CLONE_NEWNS, r;
+        int flags = CLONE_NEWUSER | CLONE_NEWNS;
 
         if (!c || (c->mode != NANO_ISOLATE_NS && c->mode != NANO_ISOLATE_ROOTFS))
-                return nano_error_set(e, EINVAL, "namespaces: no config, or the bare mode");
+                return -EINVAL;
+        for (size_t i = 0; i < ELEMENTSOF(optional_ns); i++)
+                if (c->flags & optional_ns[i].nano)
+                        flags |= optional_ns[i].clone;
+        return flags;
+}
 
+int nano_ns_unshare(const NanoNsConfig *c, NanoError *e)
+{
+        char what[160] = "CLONE_NEWUSER|CLONE_NEWNS";
+        int flags = nano_ns_clone_flags(c);
+        uid_t uid = geteuid(); /* ours on the host: in the new namespace they read as the overflow ids */
+        gid_t gid = getegid();
+
+        if (flags < 0)
+                return nano_error_set(e, EINVAL, "namespaces: no config, or the bare mode");
         for (size_t i = 0; i < ELEMENTSOF(optional_ns); i++)
                 if (c->flags & optional_ns[i].nano) {
-                        flags |= optional_ns[i].clone;
                         strcat(what, "|");
                         strcat(what, optional_ns[i].name);
                 }
@@ -69,6 +79,16 @@ int nano_ns_unshare(const NanoNsConfig *c, NanoError *e)
          * single-threaded process, which a freshly forked child is. */
         if (unshare(flags) < 0)
                 return nano_error_set(e, errno, "unshare(%s): %m", what);
+        return nano_ns_setup_entered(c, uid, gid, e);
+}
+
+int nano_ns_setup_entered(const NanoNsConfig *c, uid_t uid, gid_t gid, NanoError *e)
+{
+        char map[64];
+        int r;
+
+        if (!c || (c->mode != NANO_ISOLATE_NS && c->mode != NANO_ISOLATE_ROOTFS))
+                return nano_error_set(e, EINVAL, "namespaces: no config, or the bare mode");
 
         /* An unprivileged process may write a gid_map only after giving up setgroups(2), which could
          * otherwise drop a group that denies it access ("negative" group permissions). */

@@ -111,6 +111,12 @@ int supervisor_collect(pid_t child, int rfd, NanoError *err, int *ret_code);
  * done in this process. */
 int spawn_reporting_child(void (*child)(void *userdata, int report_fd), void *userdata, NanoError *err,
                           int *ret_code);
+/* The same without a copy of this process: clone(CLONE_VM | CLONE_VFORK | clone_flags), so the child
+ * runs in our memory while we wait for its execve() or exit. With CLONE_NEW* flags it is born in
+ * those namespaces. So child must not allocate, nor write anything we use after (ns/'s [child]
+ * functions and run_child() do neither), nor fork into a pid namespace (it would never exec). */
+int spawn_reporting_child_vm(void (*child)(void *userdata, int report_fd), void *userdata, int clone_flags,
+                             NanoError *err, int *ret_code);
 
 /* Field 22 of /proc/<pid>/stat (start time in clock ticks since boot); 0 when unknown. */
 uint64_t proc_starttime(pid_t pid);
@@ -161,10 +167,19 @@ struct json_object;
 struct json_object *run_plan_to_json(const RunPlan *p);
 int run_plan_from_json(struct json_object *j, RunPlan *ret, NanoError *err);
 
-/* [child] Applies the plan and execs the service; reports on report_fd. Never returns. With a pid
- * namespace it forks: the service is the grandchild, whose pid is reported; the caller must be a
- * child subreaper's child (or the subreaper itself must wait for the reported pid). */
-_Noreturn void run_child(const RunPlan *p, const NanoSeccompProgram *prog, const NanoCgroup *cg, int report_fd);
+/* A child born in the plan's namespaces (spawn_reporting_child_vm() with nano_ns_clone_flags()): it
+ * only writes the maps, with the ids its parent had. */
+typedef struct ChildBorn {
+        uid_t uid;
+        gid_t gid;
+} ChildBorn;
+
+/* [child] Applies the plan and execs the service; reports on report_fd. Never returns. born: the
+ * namespaces are entered already, else it unshares them. With a pid namespace (and born NULL) it
+ * forks: the service is the grandchild, whose pid is reported; the caller must be a child subreaper's
+ * child (or the subreaper itself must wait for the reported pid). */
+_Noreturn void run_child(const RunPlan *p, const NanoSeccompProgram *prog, const NanoCgroup *cg,
+                         const ChildBorn *born, int report_fd);
 
 /* [child] execve() of argv[0], searched in env's PATH when it has no '/'. Returns -errno: -ENOENT
  * when found nowhere (127), anything else when found but not executable (126). */

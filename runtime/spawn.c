@@ -5,14 +5,14 @@
  * the monitor exec'ed), so it may use ns/'s allocating steps (libcap). Every failure is a NanoError
  * record on the report pipe, which the parent turns into 125 (setup) or 126/127 (exec). */
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "runtime-internal.h"
-
-extern char **environ;
 
 _Noreturn static void fail(int fd, int stage, const NanoError *e)
 {
@@ -27,8 +27,8 @@ int exec_search(char **argv, char **env)
         bool denied = false;
 
         /* Our own search rather than execvpe(): a directory of PATH we may not enter must not turn
-         * "not found" (127) into "permission denied" (126), and this child must not allocate. */
-        environ = env;
+         * "not found" (127) into "permission denied" (126), and this child must not allocate (nor
+         * set environ: it may share its parent's memory). */
         if (strchr(argv[0], '/')) {
                 execve(argv[0], argv, env);
                 return -errno;
@@ -91,7 +91,8 @@ _Noreturn static void run_init(pid_t service, bool own_group)
         }
 }
 
-_Noreturn void run_child(const RunPlan *p, const NanoSeccompProgram *prog, const NanoCgroup *cg, int report_fd)
+_Noreturn void run_child(const RunPlan *p, const NanoSeccompProgram *prog, const NanoCgroup *cg,
+                         const ChildBorn *born, int report_fd)
 {
         const char *writable[] = { p->data_dir, "/tmp", NULL };
         NanoLandlockConfig ll = { .writable = writable };
@@ -130,10 +131,10 @@ _Noreturn void run_child(const RunPlan *p, const NanoSeccompProgram *prog, const
                         fail(report_fd, STAGE_SETUP, &e);
                 }
         } else {
-                r = nano_ns_unshare(&c, &e);
+                r = born ? nano_ns_setup_entered(&c, born->uid, born->gid, &e) : nano_ns_unshare(&c, &e);
                 if (r < 0)
                         fail(report_fd, STAGE_SETUP, &e);
-                if (p->ns_flags & NANO_NS_PID) {
+                if ((p->ns_flags & NANO_NS_PID) && !born) {
                         /* Only our children enter the new pid namespace: the service is the next one,
                          * pid 1 there. We report its pid and leave; our parent, a child subreaper,
                          * inherits it. */
@@ -212,5 +213,63 @@ int spawn_reporting_child(void (*child)(void *userdata, int report_fd), void *us
                 _exit(NANO_EXIT_RUN_FAILED_CODE); /* not reached: child never returns */
         }
         safe_close(fds[1]);
+        return supervisor_collect(pid, fds[0], err, ret_code);
+}
+
+/* The stack of a clone(CLONE_VM) child: it runs ns/'s setup, which keeps paths and a getdents buffer
+ * on the stack (tens of KiB). Reserved, not committed: only the pages touched cost. */
+#define CHILD_STACK_SIZE (1024 * 1024)
+
+typedef struct CloneStart {
+        void (*child)(void *userdata, int report_fd);
+        void *userdata;
+        int report_fd;
+} CloneStart;
+
+static int clone_start(void *arg)
+{
+        CloneStart *cs = arg;
+
+        cs->child(cs->userdata, cs->report_fd);
+        _exit(NANO_EXIT_RUN_FAILED_CODE); /* not reached: child never returns */
+}
+
+int spawn_reporting_child_vm(void (*child)(void *userdata, int report_fd), void *userdata, int clone_flags,
+                             NanoError *err, int *ret_code)
+{
+        CloneStart cs = { .child = child, .userdata = userdata };
+        long page = sysconf(_SC_PAGESIZE);
+        int fds[2], saved;
+        uint8_t *stack;
+        pid_t pid;
+
+        if (pipe2(fds, O_CLOEXEC) < 0) {
+                *ret_code = NANO_EXIT_RUN_FAILED_CODE;
+                return nano_error_set(err, errno, "cannot create a pipe: %m");
+        }
+        stack = mmap(NULL, CHILD_STACK_SIZE, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+        if (stack == MAP_FAILED) {
+                *ret_code = NANO_EXIT_RUN_FAILED_CODE;
+                safe_close(fds[0]);
+                safe_close(fds[1]);
+                return nano_error_set(err, errno, "cannot map a stack for the service's start: %m");
+        }
+        /* A guard page below it: an overflow faults instead of writing over whatever lies there. */
+        (void)mprotect(stack, (size_t)(page > 0 ? page : 4096), PROT_NONE);
+
+        /* We sleep until the child execs or exits (CLONE_VFORK), so it may use our memory: no copy of
+         * our page tables, and no copy-on-write faults in either process. Born in its namespaces:
+         * unshare(CLONE_NEWUSER) refuses a process that shares its memory. */
+        cs.report_fd = fds[1];
+        pid = clone(clone_start, stack + CHILD_STACK_SIZE, CLONE_VM | CLONE_VFORK | SIGCHLD | clone_flags, &cs);
+        saved = errno;
+        (void)munmap(stack, CHILD_STACK_SIZE);
+        safe_close(fds[1]);
+        if (pid < 0) {
+                *ret_code = NANO_EXIT_RUN_FAILED_CODE;
+                safe_close(fds[0]);
+                return nano_error_set(err, saved, "cannot start the service (clone): %m");
+        }
         return supervisor_collect(pid, fds[0], err, ret_code);
 }

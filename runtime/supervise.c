@@ -430,7 +430,9 @@ int supervisor_spawn_exec(Supervisor *s, NanoError *err, int *ret_code)
                 snprintf(err->message, sizeof err->message, "cannot create a pipe: %s", strerror(errno));
                 return -err->error;
         }
-        pid = fork();
+        /* vfork: the child only sets up its descriptors and execs, so it may borrow our memory (we
+         * sleep until it has exec'ed): no copy of the monitor's page tables at every restart. */
+        pid = vfork();
         if (pid < 0) {
                 int e = errno;
                 close(fds[0]);
@@ -444,8 +446,9 @@ int supervisor_spawn_exec(Supervisor *s, NanoError *err, int *ret_code)
                 NanoError e = {};
                 int null;
 
-                /* Only async-signal-safe calls until exec. The mask and ignored signals survive
-                 * execve(): give the service the defaults. */
+                /* Only async-signal-safe calls until exec, and no writes to anything of ours but these
+                 * locals. The mask and ignored signals survive execve(): give the service the
+                 * defaults (for itself: a vfork child has its own copy of both). */
                 sigemptyset(&none);
                 sigprocmask(SIG_SETMASK, &none, NULL);
                 signal(SIGPIPE, SIG_DFL);
