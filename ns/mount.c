@@ -338,8 +338,6 @@ static int remount_one(Root *x, const char *target, unsigned long flags)
         return 0;
 }
 
-/* ---- The pieces. */
-
 struct linux_dirent64 {
         uint64_t d_ino;
         int64_t d_off;
@@ -347,6 +345,52 @@ struct linux_dirent64 {
         unsigned char d_type;
         char d_name[];
 };
+
+/* ns mode: everything mounted in the new root so far becomes read-only, nosuid and nodev, in one
+ * recursive mount_setattr() rather than one per bind (about twenty: the host's top level). The root
+ * tmpfs then gets its write access back, for the mount points still to come; step 5 takes it away
+ * for good. Without mount_setattr(), each top-level entry's tree is remounted by path: the root's own
+ * path would also match the host's mounts that our root hides (under the staging dir). */
+static int root_read_only(Root *x)
+{
+        struct ns_mount_attr a = {.attr_set = RO_ATTRS};
+        uint8_t buf[8192] __attribute__((aligned(8)));
+        _cleanup_close_ int dfd = -EBADF;
+        int r;
+
+        if (!x->legacy) {
+                if (syscall(__NR_mount_setattr, x->base_fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &a, sizeof a) == 0)
+                        return remount_one(x, "/", MS_NOSUID | MS_NODEV);
+                if (errno != ENOSYS)
+                        return nano_error_set(x->e, errno, "make '/' read-only (mount_setattr): %m");
+                x->legacy = true;
+        }
+
+        dfd = openat(x->base_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0)
+                return nano_error_set(x->e, errno, "read the new root: %m");
+        for (;;) {
+                long got = syscall(SYS_getdents64, dfd, buf, sizeof buf);
+                if (got < 0)
+                        return nano_error_set(x->e, errno, "read the new root: %m");
+                if (got == 0)
+                        return 0;
+                for (long off = 0; off < got;) {
+                        struct linux_dirent64 *d = (struct linux_dirent64 *)(buf + off);
+                        char target[NAME_MAX + 2];
+
+                        off += d->d_reclen;
+                        if (streq(d->d_name, ".") || streq(d->d_name, "..") || d->d_type == DT_LNK)
+                                continue;
+                        (void)ns_format(target, sizeof target, "/%s", d->d_name);
+                        r = set_attrs(x, target, RO_ATTRS);
+                        if (r < 0)
+                                return r;
+                }
+        }
+}
+
+/* ---- The pieces. */
 
 /* ns mode: every top-level entry of the host, read-only, but for what the instance gets its own of. */
 static int bind_host_top_level(Root *x)
@@ -405,14 +449,27 @@ static int bind_host_top_level(Root *x)
                         } else if (type == DT_DIR || type == DT_REG) {
                                 _cleanup_close_ int fd =
                                         openat(x->host_root_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+                                char s[32], t[PATH_MAX];
+
                                 if (fd < 0) {
                                         if (errno == ENOENT)
                                                 continue;
                                         return nano_error_set(x->e, errno, "open '%s': %m", target);
                                 }
-                                r = bind_fd(x, fd, target, target, RO_ATTRS);
+                                /* A name of one component in the tmpfs we just mounted, where nothing
+                                 * but our own entries exist: no walk of the path is needed to make its
+                                 * mount point safely (open_mount_point() is for deeper targets). Made
+                                 * read-only later, with all the others in one call (root_read_only()). */
+                                if ((type == DT_DIR ? mkdirat(x->base_fd, name, 0755)
+                                                    : mknodat(x->base_fd, name, S_IFREG | 0644, 0)) < 0)
+                                        return nano_error_set(x->e, errno, "create the mount point '%s': %m",
+                                                              target);
+                                r = full_path(x, target, t, sizeof t);
                                 if (r < 0)
-                                        return r;
+                                        return nano_error_set(x->e, r, "mount '%s': %m", target);
+                                if (mount(fd_path(s, fd), t, NULL, MS_BIND | MS_REC, NULL) < 0)
+                                        return nano_error_set(x->e, errno, "mount '%s' (bind of '%s'): %m",
+                                                              target, target);
                         }
                 }
         }
@@ -437,15 +494,19 @@ static int setup_dev(Root *x)
         if (r < 0)
                 return r;
 
-        /* mknod is not allowed in a user namespace: the device nodes are binds of the host's. */
+        /* mknod is not allowed in a user namespace: the device nodes are binds of the host's, made
+         * nosuid and noexec together, before devpts and /dev/shm, which have flags of their own. */
         for (size_t i = 0; i < ELEMENTSOF(devices); i++) {
                 char src[32], target[32];
                 (void)ns_format(src, sizeof src, "/dev/%s", devices[i]);
                 (void)ns_format(target, sizeof target, "/dev/%s", devices[i]);
-                r = bind_path(x, src, target, DEV_ATTRS, true);
+                r = bind_path(x, src, target, 0, true);
                 if (r < 0)
                         return r;
         }
+        r = set_attrs(x, "/dev", DEV_ATTRS);
+        if (r < 0)
+                return r;
 
         /* Our own devpts instance: the instance's ptys are not the host's. Where that is refused
          * (an old kernel in a user namespace), the host's. */
@@ -574,21 +635,25 @@ int nano_ns_setup_root(const NanoNsConfig *c, NanoError *e)
         if (x.base_fd < 0)
                 return nano_error_set(e, errno, "open the new root '%s': %m", x.base);
 
-        /* 4. What goes in it. */
+        /* 4. What goes in it: first the read-only part, the host's top level, the store and the
+         * release, bound as they are and then made read-only, nosuid and nodev all at once. */
         if (c->mode == NANO_ISOLATE_NS) {
                 r = bind_host_top_level(&x);
                 if (r < 0)
                         return r;
                 if (x.store_fd >= 0) {
-                        r = bind_fd(&x, x.store_fd, c->store_dir, "/nano/store", RO_ATTRS);
+                        r = bind_fd(&x, x.store_fd, c->store_dir, "/nano/store", 0);
                         if (r < 0)
                                 return r;
                 }
                 if (x.release_fd >= 0) {
-                        r = bind_fd(&x, x.release_fd, c->release_dir, "/nano/release", RO_ATTRS);
+                        r = bind_fd(&x, x.release_fd, c->release_dir, "/nano/release", 0);
                         if (r < 0)
                                 return r;
                 }
+                r = root_read_only(&x);
+                if (r < 0)
+                        return r;
         }
         if (x.instance_fd >= 0) {
                 r = bind_fd(&x, x.instance_fd, c->instance_dir, "/nano/instance", RW_ATTRS);
