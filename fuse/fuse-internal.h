@@ -31,6 +31,8 @@
 #define INO_BY_ID         2
 #define INO_FIRST_DYNAMIC 16
 
+typedef struct Prefetch Prefetch;
+
 typedef enum NodeKind {
         NODE_ROOT,    /* / */
         NODE_BY_ID,   /* /by-id */
@@ -110,6 +112,8 @@ struct NanoFuse {
          * once, it never sends them again. */
         bool no_open, no_opendir;
 
+        Prefetch *prefetch; /* while the loop runs */
+
         /* Watches store/refs for releases coming and going, to drop the kernel's cached listings. */
         int watch_fd;
         pthread_t watch_thread;
@@ -178,6 +182,16 @@ double node_attr_timeout(const Node *n);
 
 /* A name directory: its versions' count and its mtime; -ENOENT once it has no version. */
 int name_dir_stat(NanoFuse *f, const char *name, struct stat *ret);
+
+/* ---- prefetch.c */
+
+#define PREFETCH_THREADS 4u
+
+int prefetch_new(NanoFuse *f, unsigned n_threads, Prefetch **ret);
+Prefetch *prefetch_free(Prefetch *p);
+
+/* Reads ahead the objects of the small files beside entry idx of tree t (once per directory). */
+void prefetch_siblings(Prefetch *p, const Tree *t, uint32_t idx);
 
 /* ---- fuse.c */
 

@@ -1413,8 +1413,11 @@ int nano_fuse_loop(NanoFuse *f, void (*ready)(void *userdata), void *userdata)
                 return r;
         }
         refs_watch_start(f);
+        if (prefetch_new(f, PREFETCH_THREADS, &f->prefetch) < 0)
+                log_debug("no sibling prefetch: out of memory");
         r = fuse_session_loop_mt(f->se, cfg);
         fuse_loop_cfg_destroy(cfg);
+        f->prefetch = prefetch_free(f->prefetch);
         refs_watch_stop(f);
 
         /* Unmount before joining: a probe still waiting on the mount then gets ENOTCONN. The signal

@@ -269,6 +269,8 @@ int node_blob_get(NanoFuse *f, Node *n, NanoBlob **ret)
                         nano_blob_free(b);
                         return r;
                 }
+                /* The first read of this file: its neighbours are likely next. */
+                prefetch_siblings(f->prefetch, n->tree, n->idx);
                 pthread_mutex_lock(&f->lock);
                 if (!n->blob) {
                         n->blob = TAKE_PTR(b);

@@ -1,0 +1,173 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Sibling prefetch: when a second file of a directory has its object opened for the first time, the
+ * objects of the other small files of that directory are read ahead into the page cache by a few
+ * background threads.
+ *
+ * Objects are files of their own, placed by hash: a cold read of a small file costs the disk one
+ * read for its fan-out directory, one for its inode and one for its data, in a row, where a
+ * squashfs image keeps a directory's small files together (fragments) and gets them in one read.
+ * Programs read the files of a directory together (an interpreter importing a package's modules
+ * from one __pycache__, tar and cp copying a tree), so starting those reads at the first one lets the
+ * disk work on them in parallel instead of one request at a time. Each directory is prefetched
+ * once, at its second file, only files up to PREFETCH_FILE_MAX, at most PREFETCH_DIR_MAX per directory; the queue is
+ * bounded and drops what does not fit: prefetching is a hint, never a debt. */
+#include <fcntl.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "fuse-internal.h"
+#include "util.h"
+
+#define PREFETCH_FILE_MAX (256u * 1024) /* uncompressed bytes: small files, where latency dominates */
+#define PREFETCH_DIR_MAX  256u          /* files queued per directory */
+#define PREFETCH_QUEUE    1024u         /* objects waiting */
+#define PREFETCH_SEEN     4096u         /* directories remembered as done (then forgotten at once) */
+
+struct Prefetch {
+        NanoFuse *f;
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        uint8_t (*queue)[32];
+        size_t head, n;
+        uint64_t seen[PREFETCH_SEEN]; /* open addressing; 0 is empty */
+        size_t n_seen;
+        bool stop;
+        unsigned n_threads;
+        pthread_t threads[PREFETCH_THREADS];
+};
+
+/* Counts a first read in the directory with this key: true the second time, which is when it is
+ * prefetched (one read in a directory says little: a program reading one configuration file among
+ * a hundred; two say that it reads that directory). Under lock. */
+static bool seen_second_locked(Prefetch *p, uint64_t key)
+{
+        size_t i;
+
+        key = (key & ~UINT64_C(3)) | 2; /* bit 1: never 0; bit 0: seen twice */
+        if (p->n_seen >= PREFETCH_SEEN / 2) {
+                /* Forget them all: at worst a directory is prefetched twice. */
+                memset(p->seen, 0, sizeof p->seen);
+                p->n_seen = 0;
+        }
+        for (i = key % PREFETCH_SEEN; p->seen[i]; i = (i + 1) % PREFETCH_SEEN)
+                if ((p->seen[i] & ~UINT64_C(1)) == key) {
+                        if (p->seen[i] & 1)
+                                return false; /* prefetched already */
+                        p->seen[i] |= 1;
+                        return true;
+                }
+        p->seen[i] = key;
+        p->n_seen++;
+        return false;
+}
+
+static void *prefetch_thread(void *userdata)
+{
+        Prefetch *p = userdata;
+        NanoStore *s = p->f->store;
+
+        pthread_mutex_lock(&p->lock);
+        for (;;) {
+                while (!p->stop && p->n == 0)
+                        pthread_cond_wait(&p->cond, &p->lock);
+                if (p->stop)
+                        break;
+                uint8_t digest[32];
+                memcpy(digest, p->queue[p->head], 32);
+                p->head = (p->head + 1) % PREFETCH_QUEUE;
+                p->n--;
+                pthread_mutex_unlock(&p->lock);
+
+                /* Opening reads the inode (and the fan-out directory); WILLNEED starts reading the
+                 * data without waiting for it. Errors do not matter: the real read reports them. */
+                char path[NANO_FANOUT_PATH_SIZE];
+                nano_fanout_path(digest, path);
+                int fd = openat(s->objects_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+                if (fd >= 0) {
+                        (void)posix_fadvise(fd, 0, 0, POSIX_FADV_WILLNEED);
+                        close(fd);
+                }
+                pthread_mutex_lock(&p->lock);
+        }
+        pthread_mutex_unlock(&p->lock);
+        return NULL;
+}
+
+int prefetch_new(NanoFuse *f, unsigned n_threads, Prefetch **ret)
+{
+        Prefetch *p = calloc(1, sizeof *p);
+
+        if (!p)
+                return -ENOMEM;
+        p->queue = calloc(PREFETCH_QUEUE, sizeof *p->queue);
+        if (!p->queue) {
+                free(p);
+                return -ENOMEM;
+        }
+        p->f = f;
+        pthread_mutex_init(&p->lock, NULL);
+        pthread_cond_init(&p->cond, NULL);
+        for (unsigned i = 0; i < MIN(n_threads, (unsigned)PREFETCH_THREADS); i++) {
+                if (pthread_create(&p->threads[i], NULL, prefetch_thread, p) != 0)
+                        break;
+                p->n_threads++;
+        }
+        *ret = p;
+        return 0;
+}
+
+Prefetch *prefetch_free(Prefetch *p)
+{
+        if (!p)
+                return NULL;
+        pthread_mutex_lock(&p->lock);
+        p->stop = true;
+        pthread_cond_broadcast(&p->cond);
+        pthread_mutex_unlock(&p->lock);
+        for (unsigned i = 0; i < p->n_threads; i++)
+                pthread_join(p->threads[i], NULL);
+        pthread_cond_destroy(&p->cond);
+        pthread_mutex_destroy(&p->lock);
+        free(p->queue);
+        free(p);
+        return NULL;
+}
+
+void prefetch_siblings(Prefetch *p, const Tree *t, uint32_t idx)
+{
+        const NanoManifest *m = t->mnf->m;
+        NanoEntry e, dir;
+        uint8_t key[36];
+        unsigned queued = 0;
+
+        if (!p || p->n_threads == 0)
+                return;
+        nano_manifest_entry(m, idx, &e);
+        nano_manifest_entry(m, e.parent, &dir);
+        if (dir.size < 2)
+                return;
+        /* Keyed by manifest and directory: the same directory seen through two names is one. */
+        memcpy(key, t->mnf->id, 32);
+        le32_write(key + 32, e.parent);
+
+        pthread_mutex_lock(&p->lock);
+        if (!seen_second_locked(p, XXH3_64bits(key, sizeof key))) {
+                pthread_mutex_unlock(&p->lock);
+                return;
+        }
+        for (uint32_t i = 0; i < dir.size && queued < PREFETCH_DIR_MAX && p->n < PREFETCH_QUEUE; i++) {
+                NanoEntry c;
+                uint32_t ci = dir.first_child + i;
+                if (ci == idx)
+                        continue;
+                nano_manifest_entry(m, ci, &c);
+                if (c.type != NANO_ENTRY_REGULAR || c.size == 0 || c.size > PREFETCH_FILE_MAX)
+                        continue;
+                memcpy(p->queue[(p->head + p->n) % PREFETCH_QUEUE], c.digest, 32);
+                p->n++;
+                queued++;
+        }
+        if (queued > 0)
+                pthread_cond_broadcast(&p->cond);
+        pthread_mutex_unlock(&p->lock);
+}
