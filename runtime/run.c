@@ -8,6 +8,7 @@
  *      detached: fork twice into a new session and exec the static nano-monitor, which starts the
  *      service through `nano __spawn` and reports the first start back on a pipe. */
 #include <fcntl.h>
+#include <sched.h>
 #include <json-c/json.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -719,15 +720,16 @@ static int spawn_in_process(Supervisor *s, NanoError *err, int *ret_code)
 
         /* A fork copies our page tables, and the child's writes then fault page by page: a start in
          * our memory (clone(CLONE_VM | CLONE_VFORK)) saves most of the time between fork and exec.
-         * Not with a pid namespace, whose first child stays as its init and never execs, nor with a
-         * cgroup, which the child joins before it enters any namespace (cgroupfs paths, and counting
-         * everything it does): those fork. */
-        if ((p->ns_flags & (NANO_NS_PID | NANO_NS_CGROUP)) || ip->cg)
+         * Not with a cgroup, which the child joins before it enters any namespace (cgroupfs paths,
+         * and counting everything it does): that forks. A pid namespace is entered by the child
+         * itself (run_child()): its first child is the init, which never execs. */
+        if ((p->ns_flags & NANO_NS_CGROUP) || ip->cg)
                 return spawn_reporting_child(run_child_of, ip, err, ret_code);
         if (p->mode != NANO_ISOLATE_BARE) {
                 flags = nano_ns_clone_flags(&c);
                 if (flags < 0)
                         return spawn_reporting_child(run_child_of, ip, err, ret_code);
+                flags &= ~CLONE_NEWPID;
                 vm.born = &born;
         }
         return spawn_reporting_child_vm(run_child_of, &vm, flags, err, ret_code);

@@ -134,11 +134,19 @@ _Noreturn void run_child(const RunPlan *p, const NanoSeccompProgram *prog, const
                 r = born ? nano_ns_setup_entered(&c, born->uid, born->gid, &e) : nano_ns_unshare(&c, &e);
                 if (r < 0)
                         fail(report_fd, STAGE_SETUP, &e);
-                if ((p->ns_flags & NANO_NS_PID) && !born) {
+                if (p->ns_flags & NANO_NS_PID) {
                         /* Only our children enter the new pid namespace: the service is the next one,
                          * pid 1 there. We report its pid and leave; our parent, a child subreaper,
-                         * inherits it. */
-                        pid_t pid = fork();
+                         * inherits it. Born in our memory (clone(CLONE_VM)), we unshare it only now:
+                         * as our first child, its init would never exec, and our parent would wait
+                         * for that forever. The fork gives the init a memory of its own. */
+                        pid_t pid;
+
+                        if (born && unshare(CLONE_NEWPID) < 0) {
+                                nano_error_set(&e, errno, "unshare(CLONE_NEWPID): %m");
+                                fail(report_fd, STAGE_SETUP, &e);
+                        }
+                        pid = fork();
                         if (pid < 0) {
                                 nano_error_set(&e, errno, "cannot fork into the pid namespace: %m");
                                 fail(report_fd, STAGE_SETUP, &e);
@@ -169,7 +177,8 @@ _Noreturn void run_child(const RunPlan *p, const NanoSeccompProgram *prog, const
 
                 sigfillset(&all);
                 sigprocmask(SIG_SETMASK, &all, NULL);
-                pid = fork();
+                /* vfork: the service borrows our memory until its exec, which nobody else uses. */
+                pid = vfork();
                 if (pid < 0) {
                         nano_error_set(&e, errno, "cannot fork the service from its init: %m");
                         fail(report_fd, STAGE_SETUP, &e);
