@@ -577,6 +577,10 @@ static int verb_gc(int argc, char **argv)
         r = nano_store_gc(s, &res, &err);
         if (r < 0)
                 return fail(&err, r, "gc failed");
+        if (res.unreadable > 0)
+                log_warning("%llu releases have a manifest that cannot be read: no object was removed (run "
+                            "'nano store fsck')",
+                            (unsigned long long)res.unreadable);
         if (o.json) {
                 json_object *j = json_object_new_object();
                 json_add_u64(j, "objects", res.objects);

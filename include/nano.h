@@ -102,6 +102,10 @@ int nano_store_checkout(NanoStore *s, const uint8_t id[32], const char *dir, Nan
 typedef struct NanoGcResult {
         uint64_t objects, manifests, temporaries; /* files removed */
         uint64_t bytes;                           /* bytes freed */
+        /* Releases whose manifest is there but cannot be read (corrupt, or a base of it is missing or
+         * corrupt): the objects they need cannot be known, so while there are any, gc removes no
+         * object (fsck names them; adding the release, or its base's, again repairs it). */
+        uint64_t unreadable;
 } NanoGcResult;
 /* Removes every object and manifest no ref reaches, and leftovers of interrupted writes. */
 int nano_store_gc(NanoStore *s, NanoGcResult *ret, NanoError *err);

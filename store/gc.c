@@ -15,6 +15,7 @@ typedef struct Reachable {
         DigestSet roots;     /* manifests whose objects were marked */
         DigestSet objects;
         uint64_t logical_bytes, unique_bytes, releases;
+        uint64_t unreadable; /* roots whose manifest file is there but cannot be read */
 } Reachable;
 
 static int mark_release(NanoStore *s, const NanoRelease *rel, Reachable *m, NanoError *err)
@@ -34,9 +35,15 @@ static int mark_release(NanoStore *s, const NanoRelease *rel, Reachable *m, Nano
                 if (q < 0)
                         return nano_error_set(err, q, "out of memory");
         }
-        if (r < 0)
-                /* An unreadable manifest holds no objects that can be known: fsck reports it. */
+        if (r < 0) {
+                /* The objects of an unreadable manifest cannot be known: fsck reports it, and gc keeps
+                 * every object meanwhile, so that restoring a missing base makes the releases packed
+                 * against it whole again. A ref whose manifest file is gone (fsck --repair keeps it)
+                 * needs nothing that adding the release again would not restore. */
+                if (chain.failed > 0 || r != -ENOENT)
+                        m->unreadable++;
                 return 0;
+        }
         r = digest_set_add(&m->roots, rel->id);
         if (r < 0)
                 return nano_error_set(err, r, "out of memory");
@@ -185,16 +192,19 @@ int nano_store_gc(NanoStore *s, NanoGcResult *ret, NanoError *err)
         if (r < 0)
                 goto out;
 
-        sw = (struct sweep){ .keep = &m.objects };
-        r = nano_fanout_foreach(s->objects_fd, sweep_one, &sw);
-        if (r >= 0)
-                r = sw.error;
-        if (r < 0) {
-                r = nano_error_set(err, r, "cannot remove unused objects: %m");
-                goto out;
+        res.unreadable = m.unreadable;
+        if (m.unreadable == 0) {
+                sw = (struct sweep){ .keep = &m.objects };
+                r = nano_fanout_foreach(s->objects_fd, sweep_one, &sw);
+                if (r >= 0)
+                        r = sw.error;
+                if (r < 0) {
+                        r = nano_error_set(err, r, "cannot remove unused objects: %m");
+                        goto out;
+                }
+                res.objects = sw.files;
+                res.bytes = sw.bytes;
         }
-        res.objects = sw.files;
-        res.bytes = sw.bytes;
 
         sw = (struct sweep){ .keep = &m.manifests };
         r = nano_fanout_foreach(s->manifests_fd, sweep_one, &sw);
