@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import statistics
+import struct
 import subprocess
 import tempfile
 import sys
@@ -190,6 +191,7 @@ class Bench:
                      f"not be in yet. Log {r['log']}" + (f":\n{tail}" if tail else ""))
                 return res or None
             r["stored"] = sizes(store)
+            r["manifest"] = nano_manifest_info(store, ref)
             if before is None:  # growth of v2 is measured against the store after v1
                 before = r["stored"]
             else:
@@ -213,6 +215,25 @@ class Bench:
             shutil.rmtree(self.out, ignore_errors=True)
 
 
+def nano_manifest_info(store, ref):
+    """How the release's manifest is stored (doc/formats.md): canonical, or packed (zstd, perhaps
+    against a base manifest); its canonical size and the bytes its file takes."""
+    with open(ref) as f:
+        ident = f.read().strip()
+    h = ident.split(":", 1)[1]
+    path = os.path.join(store, "manifests", h[:2], h[2:])
+    with open(path, "rb") as f:
+        head = f.read(64)
+    info = {"id": ident, "stored": os.path.getsize(path)}
+    if head[:8] == b"NANOMPK\x01":
+        size, depth = struct.unpack_from("<QI", head, 8)
+        info.update(form="packed", canonical=size, depth=depth,
+                    base=("sha256:" + head[24:56].hex()) if depth else None)
+    else:
+        info.update(form="canonical", canonical=info["stored"], depth=0, base=None)
+    return info
+
+
 def median_runs(runs):
     """Median of every numeric figure over repeated runs of one tool step."""
     if not runs:
@@ -222,6 +243,8 @@ def median_runs(runs):
         m[k] = statistics.median(r[k] for r in runs)
     m["wall_min_s"] = min(r["wall_s"] for r in runs)
     m["wall_max_s"] = max(r["wall_s"] for r in runs)
+    if "manifest" in runs[-1]:
+        m["manifest"] = runs[-1]["manifest"]  # the same in every run
     for k in ("stored", "added"):
         if k in runs[-1]:
             m[k] = {kk: (statistics.median(r[k][kk] for r in runs) if kk != "full_image"
@@ -266,6 +289,7 @@ def fmt_ratio(r, goal=None):
 
 def report(meta, tree, med, skipped):
     out = []
+    each = tree.get("changed_zst_each_bytes")
     p = out.append
     m = meta["machine"]
     p(f"Ingest benchmark, {meta['date']}: {m['cpu']}, {m['cpus']} CPUs, {m['mem_gb']} GB RAM, "
@@ -280,15 +304,16 @@ def report(meta, tree, med, skipped):
     p(f"Tree v1: {tree['files']:,} regular files, {tree['bytes']:,} bytes "
       f"({tree['bytes'] / 1e9:.2f} GB), {tree['symlinks']:,} symlinks, {tree['dirs']:,} directories. "
       f"v2: {tree['changed_files']:,} files changed ({mb(tree['changed_bytes'])} MB); "
-      f"their `tar | zstd -3` size: **{mb(tree['changed_zst_bytes'])} MB**.")
+      f"their `tar | zstd -3` size: **{mb(tree['changed_zst_bytes'])} MB**"
+      + (f", each compressed on its own with `zstd -3`: **{mb(each)} MB**." if each else "."))
     p("")
     p("| tool | v1 time s | MB/s | files/s | CPU s | max RSS MB | stored MB | disk MB "
-      "| v2 time s | v2 added MB | v2 added disk MB | v2 added / changed.zst |")
-    p("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+      "| v2 time s | v2 added MB | v2 added disk MB | v2 added / changed tar.zst | v2 added / changed each.zst |")
+    p("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     for tool in meta["tools"]:
         r = med.get(tool)
         if not r or not r.get("v1"):
-            p(f"| {LABEL[tool]} | {skipped.get(tool, 'skipped')} |" + " |" * 10)
+            p(f"| {LABEL[tool]} | {skipped.get(tool, 'skipped')} |" + " |" * 11)
             continue
         v1, v2 = r["v1"], r.get("v2")
         t = v1["wall_s"]
@@ -301,19 +326,31 @@ def report(meta, tree, med, skipped):
             row += [f"{v2['wall_s']:.2f}",
                     mb(v2["added"]["apparent"]) + (" (full image)" if full else ""),
                     mb(v2["added"]["disk"]),
-                    fmt_ratio(ratio(v2["added"]["apparent"], tree["changed_zst_bytes"]))]
+                    fmt_ratio(ratio(v2["added"]["apparent"], tree["changed_zst_bytes"])),
+                    fmt_ratio(ratio(v2["added"]["apparent"], each))]
         else:
-            row += ["failed", "", "", ""]
+            row += ["failed", "", "", "", ""]
         p("| " + " | ".join(row) + " |")
     p("")
     p("MB = 10^6 bytes. stored = apparent size (`du -sb --apparent-size`) of the image file, repo "
       "or `$NANO_HOME/store`; disk = `du -sB1`. files/s counts regular files. v2 added = growth of "
       "the repo / store when v2 is added to it; mksquashfs and tar have no cross-version "
-      "sharing, so theirs is the full second image.")
+      "sharing, so theirs is the full second image. changed tar.zst: the changed files as one "
+      "`tar | zstd -3` stream; changed each.zst: each changed file compressed on its own with "
+      "`zstd -3`, the least a store that compresses file by file (for random access) can add.")
     p("")
     n = med.get("nano")
     nv1 = n["v1"] if n and n.get("v1") else None
     nv2 = n["v2"] if n and n.get("v2") else None
+    mans = [(step, v["manifest"]) for step, v in (("v1", nv1), ("v2", nv2)) if v and v.get("manifest")]
+    if mans:
+        def describe(step, m):
+            v1_id = nv1["manifest"]["id"] if nv1 and nv1.get("manifest") else None
+            how = ("canonical" if m["form"] == "canonical" else "packed, no base" if not m["base"] else
+                   f"packed against {'v1' if m['base'] == v1_id else 'another'}'s, depth {m['depth']}")
+            return (f"{step} {m['canonical']:,} bytes canonical, {m['stored']:,} stored ({how})")
+        p("nano's manifests: " + "; ".join(describe(step, m) for step, m in mans) + ".")
+        p("")
     p("| nano vs | time ratio (nano / peer) | stored ratio (nano / peer) | v2 added ratio |")
     p("|---|--:|--:|--:|")
     for tool in meta["tools"]:
