@@ -59,7 +59,8 @@ int write_file_atomic(int dirfd, const char *name, const char *data, size_t len)
 
 int instance_lock_held(int instance_fd)
 {
-        _cleanup_close_ int fd = openat(instance_fd, "lock", O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        /* spec.json is the lock (run.c, create_instance()). */
+        _cleanup_close_ int fd = openat(instance_fd, "spec.json", O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 
         if (fd < 0)
                 return errno == ENOENT ? 0 : -errno;
@@ -487,7 +488,7 @@ int nano_instance_remove(const char *home, const char *name, bool force, NanoErr
         if (fd < 0)
                 return nano_error_set(err, errno, "cannot open the instance '%s': %m", name);
         /* Ours from now: a monitor that starts can only be for a new instance of this name. */
-        lock = openat(fd, "lock", O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        lock = openat(fd, "spec.json", O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
         if (lock >= 0 && flock(lock, LOCK_EX | LOCK_NB) < 0)
                 return nano_error_set(err, EBUSY, "the instance '%s' is still locked by its monitor", name);
 

@@ -202,10 +202,12 @@ static int create_instance(Run *r)
             (!r->transient && mkdirat(r->instance_fd, "logs", 0755) < 0))
                 return nano_error_set(r->err, errno, "cannot create the folders of '%s': %m", r->plan.instance_dir);
         snprintf(r->plan.data_dir, sizeof r->plan.data_dir, "%s/data", r->plan.instance_dir);
-        /* The lock is the monitor's for the instance's whole life; taken now, inherited by it. */
-        r->lock_fd = openat(r->instance_fd, "lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+        /* The lock is the monitor's for the instance's whole life; taken now, inherited by it. It is
+         * spec.json, made empty now and filled once the plan is made (write_spec()): a file that is
+         * never replaced, and one inode fewer to make and free than a lock file of its own. */
+        r->lock_fd = openat(r->instance_fd, "spec.json", O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
         if (r->lock_fd < 0 || flock(r->lock_fd, LOCK_EX | LOCK_NB) < 0)
-                return nano_error_set(r->err, errno, "cannot lock '%s/lock': %m", r->plan.instance_dir);
+                return nano_error_set(r->err, errno, "cannot lock '%s/spec.json': %m", r->plan.instance_dir);
         return 0;
 }
 
@@ -688,7 +690,9 @@ static int write_spec(Run *r)
         json_object_object_add(j, "created_at", json_object_new_string(format_iso_time((int64_t)time(NULL) * 1000000000,
                                                                                        t)));
         s = json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
-        k = write_file_atomic(r->instance_fd, "spec.json", s, strlen(s));
+        /* Into the locked file: in place, not tmp + rename, or the lock would stay with the old inode.
+         * Until it is whole, readers find no plan in it, as they found no file before. */
+        k = pwrite_all(r->lock_fd, s, strlen(s), 0);
         json_object_put(j);
         return k < 0 ? nano_error_set(r->err, k, "cannot write '%s/spec.json': %m", r->plan.instance_dir) : 0;
 }
