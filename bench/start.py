@@ -9,7 +9,9 @@ medians and the median of the per-round ratios A/B. Run by hand, never by CI:
     NANO_BIN=build-release/cli/nano bench/start.py [-n 40] [--pairs bare,ns,ns-pid,unshare]
 
 As root, the commands run as --user (default nanotest, see scripts/test.sh), as unprivileged users
-do. Needs bwrap and unshare (apt-get install bubblewrap util-linux). The Markdown goes to stdout.
+do. The release and the instances live in a fresh NANO_HOME under the user's ~/.cache (--dir), where
+the default NANO_HOME (~/.local/share/nano) would be. Needs bwrap and unshare (apt-get install
+bubblewrap util-linux). The Markdown goes to stdout.
 """
 import argparse
 import os
@@ -43,6 +45,10 @@ def main():
     ap.add_argument("--pairs", default="bare,ns,ns-pid,unshare")
     ap.add_argument("--nano-bin", default=os.environ.get("NANO_BIN", os.path.join(ROOT, "build/cli/nano")))
     ap.add_argument("--user", default="nanotest", help="as root: run everything as this user")
+    ap.add_argument("--dir", default=None,
+                    help="where the bench's NANO_HOME goes (default: ~/.cache of the user, as the default "
+                         "NANO_HOME is under ~/.local/share: /tmp is where other programs churn files, and on "
+                         "ext4 without a journal every file made scans the inodes freed in the last seconds)")
     args = ap.parse_args()
 
     nano = os.path.abspath(args.nano_bin)
@@ -51,7 +57,9 @@ def main():
         if not shutil.which(tool):
             sys.exit(f"start.py: {tool} is missing (apt-get install bubblewrap util-linux)")
     become(args.user)
-    work = tempfile.mkdtemp(prefix="nano-bench-start.", dir="/tmp")
+    base = args.dir or os.path.join(os.path.expanduser("~"), ".cache")
+    os.makedirs(base, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="nano-bench-start.", dir=base)
     env = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp"), "NANO_HOME": os.path.join(work, "home")}
     for k in ("NANO_CGROUP_V1_ROOT", "NANO_CGROUP_V2_ROOT"):
         if k in os.environ:
@@ -92,7 +100,7 @@ def main():
         "unshare": ("nano run --isolate ns", nano_run + ["--isolate", "ns", "tiny@1", "--", "/bin/true"],
                     "unshare -Urm true", ["unshare", "-Urm", "true"]),
     }
-    print(f"nano: {nano}; {args.n} alternating rounds per pair; uid {os.getuid()}",
+    print(f"nano: {nano}; {args.n} alternating rounds per pair; uid {os.getuid()}; NANO_HOME in {work}",
           file=sys.stderr)
     rows = []
     for key in args.pairs.split(","):
