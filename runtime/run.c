@@ -943,8 +943,17 @@ int nano_run(const NanoRunOptions *o, NanoRunResult *ret, NanoError *err)
         r.transient = !o->detach && o->remove;
         r.notices = json_object_new_array();
         r.limit_notices = json_object_new_array();
-        if (!realpath(o->self_exe ? o->self_exe : "/proc/self/exe", r.self_exe))
-                return nano_error_set(err, errno, "cannot find the nano binary: %m");
+        if (o->self_exe) {
+                if (!realpath(o->self_exe, r.self_exe))
+                        return nano_error_set(err, errno, "cannot find the nano binary '%s': %m", o->self_exe);
+        } else {
+                /* The kernel's own path of our binary, already canonical: one readlink(), where
+                 * realpath() would walk it again component by component. */
+                ssize_t n = readlink("/proc/self/exe", r.self_exe, sizeof r.self_exe - 1);
+                if (n < 0)
+                        return nano_error_set(err, errno, "cannot find the nano binary (/proc/self/exe): %m");
+                r.self_exe[n] = 0;
+        }
 
         k = resolve(&r);
         if (k < 0)
