@@ -178,12 +178,27 @@ const char *json_escape(const char *s, char *buf, size_t size)
 
 const char *format_iso_time(int64_t ns, char buf[40])
 {
-        time_t t = (time_t)(ns / 1000000000);
-        struct tm tm;
+        /* UTC by arithmetic (days to civil date, proleptic Gregorian: H. Hinnant's algorithm) rather
+         * than gmtime_r(), whose first call in a process loads /etc/localtime: seven system calls
+         * on every start, for a time zone nobody asked for. */
+        int64_t secs = ns / 1000000000, days = secs / 86400, rem = secs % 86400;
+        int64_t era, doe, yoe, doy, mp, y, m, d;
 
-        gmtime_r(&t, &tm);
-        snprintf(buf, 40, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                 tm.tm_hour, tm.tm_min, tm.tm_sec, (int)((ns / 1000000) % 1000));
+        if (rem < 0) {
+                rem += 86400;
+                days--;
+        }
+        days += 719468;
+        era = (days >= 0 ? days : days - 146096) / 146097;
+        doe = days - era * 146097;
+        yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+        doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        mp = (5 * doy + 2) / 153;
+        d = doy - (153 * mp + 2) / 5 + 1;
+        m = mp < 10 ? mp + 3 : mp - 9;
+        y = yoe + era * 400 + (m <= 2);
+        snprintf(buf, 40, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", (int)y, (int)m, (int)d, (int)(rem / 3600),
+                 (int)(rem / 60 % 60), (int)(rem % 60), (int)((ns / 1000000) % 1000));
         return buf;
 }
 
