@@ -86,6 +86,8 @@ typedef struct NanoProbeConfig {
         bool no_fork;               /* skip the namespace trials, which fork */
         bool no_cgroups;            /* skip the cgroup places (mountinfo, cgroupfs): no limit is asked;
                                      * cgroup_v2 and cgroup_v1 are then -ECANCELED */
+        bool no_userns;             /* skip the facts only user namespaces need (sysctls, our seccomp
+                                     * mode): no namespace is asked; they stay -1 */
 } NanoProbeConfig;
 
 typedef struct NanoProbeCgroupV1 {

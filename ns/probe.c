@@ -43,8 +43,9 @@ int nano_probe(const NanoProbeConfig *c, NanoProbe *ret)
         p->unprivileged_userns_clone = p->max_user_namespaces = p->apparmor_restrict_userns = -1;
         p->seccomp_mode = -1;
 
-        procfd = open(c->proc ? c->proc : "/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (procfd >= 0) {
+        if (!c->no_userns || !c->no_cgroups)
+                procfd = open(c->proc ? c->proc : "/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (procfd >= 0 && !c->no_userns) {
                 (void)ns_read_long_at(procfd, "sys/kernel/unprivileged_userns_clone",
                                       &p->unprivileged_userns_clone);
                 (void)ns_read_long_at(procfd, "sys/user/max_user_namespaces", &p->max_user_namespaces);

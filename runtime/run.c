@@ -351,6 +351,7 @@ static int decide_isolation(Run *r)
          * cgroup places (mountinfo, /proc/self/cgroup, cgroupfs) only matter for limits. */
         pc.no_fork = true;
         pc.no_cgroups = !r->o->memory && !r->o->cpus_milli && !r->o->pids;
+        pc.no_userns = r->o->isolate == NANO_RUN_ISOLATE_BARE;
         (void)nano_probe(&pc, r->probe);
         if (r->o->isolate != NANO_ISOLATE_BARE && !probe_cached(r)) {
                 pc.no_fork = false;

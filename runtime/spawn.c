@@ -246,26 +246,33 @@ static int clone_start(void *arg)
 int spawn_reporting_child_vm(void (*child)(void *userdata, int report_fd), void *userdata, int clone_flags,
                              NanoError *err, int *ret_code)
 {
+        /* Mapped once and kept for the restarts: the process is single-threaded and sleeps while a
+         * child uses it. Never unmapped: an munmap() would have to flush the TLB of the CPU the child
+         * ran on, and exit frees it anyway. */
+        static uint8_t *stack = NULL;
         CloneStart cs = { .child = child, .userdata = userdata };
         long page = sysconf(_SC_PAGESIZE);
         int fds[2], saved;
-        uint8_t *stack;
         pid_t pid;
 
         if (pipe2(fds, O_CLOEXEC) < 0) {
                 *ret_code = NANO_EXIT_RUN_FAILED_CODE;
                 return nano_error_set(err, errno, "cannot create a pipe: %m");
         }
-        stack = mmap(NULL, CHILD_STACK_SIZE, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
-        if (stack == MAP_FAILED) {
-                *ret_code = NANO_EXIT_RUN_FAILED_CODE;
-                safe_close(fds[0]);
-                safe_close(fds[1]);
-                return nano_error_set(err, errno, "cannot map a stack for the service's start: %m");
+        if (!stack) {
+                uint8_t *m = mmap(NULL, CHILD_STACK_SIZE, PROT_READ | PROT_WRITE,
+                                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+                if (m == MAP_FAILED) {
+                        *ret_code = NANO_EXIT_RUN_FAILED_CODE;
+                        safe_close(fds[0]);
+                        safe_close(fds[1]);
+                        return nano_error_set(err, errno, "cannot map a stack for the service's start: %m");
+                }
+                /* A guard page below it: an overflow faults instead of writing over whatever lies
+                 * there. */
+                (void)mprotect(m, (size_t)(page > 0 ? page : 4096), PROT_NONE);
+                stack = m;
         }
-        /* A guard page below it: an overflow faults instead of writing over whatever lies there. */
-        (void)mprotect(stack, (size_t)(page > 0 ? page : 4096), PROT_NONE);
 
         /* We sleep until the child execs or exits (CLONE_VFORK), so it may use our memory: no copy of
          * our page tables, and no copy-on-write faults in either process. Born in its namespaces:
@@ -273,7 +280,6 @@ int spawn_reporting_child_vm(void (*child)(void *userdata, int report_fd), void 
         cs.report_fd = fds[1];
         pid = clone(clone_start, stack + CHILD_STACK_SIZE, CLONE_VM | CLONE_VFORK | SIGCHLD | clone_flags, &cs);
         saved = errno;
-        (void)munmap(stack, CHILD_STACK_SIZE);
         safe_close(fds[1]);
         if (pid < 0) {
                 *ret_code = NANO_EXIT_RUN_FAILED_CODE;
