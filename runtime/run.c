@@ -240,6 +240,39 @@ static bool mount_serves(Run *r)
                stat(r->plan.release_dir, &rel) == 0 && S_ISDIR(rel.st_mode) && rel.st_dev == mnt.st_dev;
 }
 
+/* The bare mode's colon-free path to the release: $NANO_HOME/cache/release/<hex of the id>, a link to
+ * ../../mnt/by-id/sha256:<hex>. One per release, made by its first bare run and kept: a link in each
+ * instance (as before) cost an inode with a block of its own, made and freed at every start. Its name
+ * says where it points, so one found there already is the one we would make. */
+static int release_link(Run *r, char *ret, size_t size)
+{
+        char dir[PATH_MAX], target[PATH_MAX];
+        const char *hex = r->plan.release_id + strlen("sha256:");
+
+        snprintf(dir, sizeof dir, "%s/cache", r->home);
+        (void)mkdirat_ok(AT_FDCWD, dir, 0700);
+        snprintf(dir, sizeof dir, "%s/cache/release", r->home);
+        (void)mkdirat_ok(AT_FDCWD, dir, 0755);
+        snprintf(target, sizeof target, "../../mnt/by-id/%s", r->plan.release_id);
+        if ((size_t)snprintf(ret, size, "%s/%s", dir, hex) >= size)
+                return nano_error_set(r->err, ENAMETOOLONG, "the release link path is too long");
+        if (symlink(target, ret) == 0)
+                return 0;
+        if (errno == EEXIST) {
+                char have[PATH_MAX], tmp[PATH_MAX];
+                ssize_t n = readlink(ret, have, sizeof have - 1);
+
+                if (n >= 0 && (size_t)n == strlen(target) && memcmp(have, target, (size_t)n) == 0)
+                        return 0;
+                /* Something else under that name (a file put there by hand?): replaced, atomically. */
+                snprintf(tmp, sizeof tmp, "%s.tmp.%ld", ret, (long)getpid());
+                if (symlink(target, tmp) == 0 && rename(tmp, ret) == 0)
+                        return 0;
+                (void)unlink(tmp);
+        }
+        return nano_error_set(r->err, errno, "cannot create the release link '%s': %m", ret);
+}
+
 static int pick_command(Run *r, const char *view)
 {
         _cleanup_free_ char *path = NULL, *text = NULL;
@@ -935,7 +968,7 @@ int nano_run(const NanoRunOptions *o, NanoRunResult *ret, NanoError *err)
 {
         _cleanup_(run_done) Run r = { .o = o, .err = err, .instance_fd = -EBADF, .lock_fd = -EBADF };
         const char *view_release, *view_instance;
-        char release_link[PATH_MAX];
+        char release_link_path[PATH_MAX];
         Supervisor s0 = {};
         int k;
 
@@ -981,14 +1014,14 @@ int nano_run(const NanoRunOptions *o, NanoRunResult *ret, NanoError *err)
         k = decide_isolation(&r);
         if (k < 0)
                 goto fail;
-        /* Bare: the release through a link in the instance, instances/NAME/release: the by-id path
-         * has a ':', which PATH cannot hold. Namespaces show it at /nano/release and need no link. */
-        if (r.plan.mode == NANO_ISOLATE_BARE && symlinkat(r.plan.release_dir, r.instance_fd, "release") < 0) {
-                k = nano_error_set(err, errno, "cannot create '%s/release': %m", r.plan.instance_dir);
-                goto fail;
+        /* Bare: the release through a link, the by-id path has a ':', which PATH cannot hold.
+         * Namespaces show it at /nano/release and need no link. */
+        if (r.plan.mode == NANO_ISOLATE_BARE) {
+                k = release_link(&r, release_link_path, sizeof release_link_path);
+                if (k < 0)
+                        goto fail;
         }
-        snprintf(release_link, sizeof release_link, "%s/release", r.plan.instance_dir);
-        view_release = r.plan.mode == NANO_ISOLATE_BARE ? release_link :
+        view_release = r.plan.mode == NANO_ISOLATE_BARE ? release_link_path :
                        r.plan.mode == NANO_ISOLATE_NS   ? "/nano/release" : "";
         view_instance = r.plan.mode == NANO_ISOLATE_BARE ? r.plan.data_dir : "/nano/instance";
         snprintf(r.plan.workdir, sizeof r.plan.workdir, "%s", o->workdir ? o->workdir : view_instance);
