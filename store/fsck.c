@@ -171,11 +171,12 @@ static void check_release(Fsck *f, const char *name, const char *version, int di
                 char detail[512];
                 r = nano_store_open_manifest_chain(f->store, id, &m, &chain);
                 if (r < 0 && chain.failed > 0) {
-                        /* Its own file is there: what breaks the release is a base, named by its file. */
+                        /* Its own file is there: what breaks the release is a base in its chain (its own
+                         * base, or a base of that), named by its file. */
                         char base_where[NANO_FANOUT_PATH_SIZE + 10], base_id[NANO_ID_STRING_SIZE];
                         bool missing = chain.error == -ENOENT;
                         manifest_where(chain.ids[chain.failed], base_where);
-                        snprintf(detail, sizeof detail, "its manifest %s is packed against base %s, which is %s",
+                        snprintf(detail, sizeof detail, "its manifest %s needs the base manifest %s, which is %s",
                                  nano_id_format(id, idbuf), nano_id_format(chain.ids[chain.failed], base_id),
                                  missing ? "missing" : chain.detail);
                         report(f, missing ? NANO_PROBLEM_MISSING_MANIFEST : NANO_PROBLEM_CORRUPT_MANIFEST,
