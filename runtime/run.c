@@ -782,7 +782,7 @@ static int spawn_in_process(Supervisor *s, NanoError *err, int *ret_code)
          * Not with a cgroup, which the child joins before it enters any namespace (cgroupfs paths,
          * and counting everything it does): that forks. A pid namespace is entered by the child
          * itself (run_child()): its first child is the init, which never execs. */
-        if ((p->ns_flags & NANO_NS_CGROUP) || ip->cg)
+        if ((p->ns_flags & NANO_NS_CGROUP) || ip->cg || NANO_SANITIZED)
                 return spawn_reporting_child(run_child_of, ip, err, ret_code);
         if (p->mode != NANO_ISOLATE_BARE) {
                 flags = nano_ns_clone_flags(&c);

@@ -19,6 +19,20 @@
 
 #define NANO_EXIT_RUN_FAILED_CODE 125
 
+/* AddressSanitizer cannot follow a child that runs in our memory on another stack (clone(CLONE_VM),
+ * vfork()): it warns about the stack at the child's first noreturn call. Sanitized builds fork
+ * instead; the others are the ones that run fast. */
+#if defined(__SANITIZE_ADDRESS__)
+#define NANO_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define NANO_SANITIZED 1
+#endif
+#endif
+#ifndef NANO_SANITIZED
+#define NANO_SANITIZED 0
+#endif
+
 /* ---- Reports from a starting child, over a CLOEXEC pipe: EOF with no error = the exec succeeded. */
 
 enum {

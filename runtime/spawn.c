@@ -178,7 +178,11 @@ _Noreturn void run_child(const RunPlan *p, const NanoSeccompProgram *prog, const
                 sigfillset(&all);
                 sigprocmask(SIG_SETMASK, &all, NULL);
                 /* vfork: the service borrows our memory until its exec, which nobody else uses. */
+#if NANO_SANITIZED
+                pid = fork();
+#else
                 pid = vfork();
+#endif
                 if (pid < 0) {
                         nano_error_set(&e, errno, "cannot fork the service from its init: %m");
                         fail(report_fd, STAGE_SETUP, &e);

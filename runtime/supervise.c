@@ -447,7 +447,11 @@ int supervisor_spawn_exec(Supervisor *s, NanoError *err, int *ret_code)
         }
         /* vfork: the child only sets up its descriptors and execs, so it may borrow our memory (we
          * sleep until it has exec'ed): no copy of the monitor's page tables at every restart. */
+#if NANO_SANITIZED
+        pid = fork();
+#else
         pid = vfork();
+#endif
         if (pid < 0) {
                 int e = errno;
                 close(fds[0]);
