@@ -146,6 +146,38 @@ def test_run_default_command_and_env(hello):
     assert r.stdout.splitlines()[1].startswith("hello 2.0 from "), r
 
 
+def test_foreground_rm_makes_only_what_it_needs(hello, nano_bin, nano_home):
+    """A foreground --rm instance shows in ps while it runs (spec.json holding its lock, one
+    state.json, data/), has no logs/ (its output is the terminal's), reaches its release through
+    the per-release link in cache/release/ in bare mode, and leaves nothing behind."""
+    nano = hello
+    p = subprocess.Popen([str(nano_bin), "run", "--rm", "--name", "fg", "--isolate", "bare", "hello@1.0", "--",
+                          "sh", "-c", 'echo "$NANO_RELEASE|$PATH"; exec sleep 1000'],
+                         env=dict(os.environ, NANO_HOME=os.fspath(nano_home)), stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        st = wait_for(lambda: (s := ps(nano).get("fg")) and s["state"] == "running" and s, what="running")
+        assert st["monitor_alive"] and st["service_alive"] and st["monitor_pid"] == p.pid, st
+        inst = nano_home / "instances" / "fg"
+        assert sorted(os.listdir(inst)) == ["data", "spec.json", "state.json"], os.listdir(inst)
+        release, path = p.stdout.readline().strip().split("|")
+        link = nano_home / "cache" / "release" / inspect(nano, "fg")["release_id"].split(":")[1]
+        assert release == os.fspath(link) and path.startswith(f"{link}/bin:"), (release, path)
+        assert os.readlink(link).startswith("../../mnt/by-id/sha256:") and (link / "bin" / "hello").exists()
+        # The lock is spec.json's: rm refuses while the owner holds it.
+        r = nano("rm", "fg", check=False)
+        assert r.returncode != 0 and "running" in r.stderr, r
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=20) == 128 + signal.SIGTERM
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert "fg" not in ps(nano) and not (nano_home / "instances" / "fg").exists()
+    assert not [f for f in os.listdir(nano_home / "instances") if not f.startswith(".")]
+    assert link.is_symlink(), "the release link is kept for the next runs"
+
+
 def test_exit_at_once_is_reported(hello):
     nano = hello
     name = nano("run", "-d", "--name", "quick", "--isolate", "bare", "hello@1.0", "--",
