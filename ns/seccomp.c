@@ -364,26 +364,30 @@ static int cache_key(const NanoSeccompProfile *profile, char **ret, size_t *ret_
 {
         const struct scmp_version *v = seccomp_version();
         _cleanup_free_ char *key = NULL;
-        size_t rules_len, size;
+        size_t rules_len, size = 16 * 1024; /* the default rules take ~3 KiB: one pass, mostly */
         int head, r;
 
-        r = render_rules(profile, NULL, 0, &rules_len);
-        if (r < 0)
-                return nano_error_set(e, r, "render the seccomp rules: %m");
-        size = 128 + rules_len + 1;
-        if (size > CACHE_KEY_MAX)
-                return nano_error_set(e, E2BIG, "the seccomp rules are too long to cache");
-        key = malloc(size);
-        if (!key)
-                return nano_error_set(e, ENOMEM, "seccomp cache key: %m");
-        head = snprintf(key, 128, "nano-seccomp 1\noptimize 2\narch 0x%08x\nlibseccomp %u.%u.%u\napi %u\n",
-                        seccomp_arch_native(), v ? v->major : 0, v ? v->minor : 0, v ? v->micro : 0,
-                        seccomp_api_get());
-        if (head < 0 || head >= 128)
-                return nano_error_set(e, EINVAL, "seccomp cache key header");
-        r = render_rules(profile, key + head, size - (size_t)head, &rules_len);
-        if (r < 0)
-                return nano_error_set(e, r, "render the seccomp rules: %m");
+        for (;;) {
+                key = malloc(size);
+                if (!key)
+                        return nano_error_set(e, ENOMEM, "seccomp cache key: %m");
+                head = snprintf(key, 128, "nano-seccomp 1\noptimize 2\narch 0x%08x\nlibseccomp %u.%u.%u\napi %u\n",
+                                seccomp_arch_native(), v ? v->major : 0, v ? v->minor : 0, v ? v->micro : 0,
+                                seccomp_api_get());
+                if (head < 0 || head >= 128)
+                        return nano_error_set(e, EINVAL, "seccomp cache key header");
+                r = render_rules(profile, key + head, size - (size_t)head, &rules_len);
+                if (r < 0)
+                        return nano_error_set(e, r, "render the seccomp rules: %m");
+                if ((size_t)head + rules_len < size)
+                        break;
+                /* Too long for the buffer: again, in one of the size it told us. */
+                size = (size_t)head + rules_len + 1;
+                if (size > CACHE_KEY_MAX)
+                        return nano_error_set(e, E2BIG, "the seccomp rules are too long to cache");
+                free(key);
+                key = NULL;
+        }
         *ret_len = (size_t)head + rules_len;
         *ret = TAKE_PTR(key);
         return 0;
