@@ -12,6 +12,13 @@
  * budget still holds several chunks. */
 #define N_SHARDS 16u
 
+/* Whole-chunk buffers kept for reuse once their chunk is freed. A chunk buffer is larger than
+ * glibc's mmap threshold (set low by nano_fuse_new() so that freed buffers go back to the system):
+ * each new one would be an mmap, a page fault per 4 KiB as it is filled, and an munmap that stops
+ * every thread for a TLB shootdown, a third of the work of a miss. Reusing a few of them (4 MiB with
+ * 128 KiB chunks) costs that memory, always resident. */
+#define POOL_MAX 32u
+
 enum {
         CHUNK_FILLING = 1,
         CHUNK_READY = 0,
@@ -31,6 +38,7 @@ struct Chunk {
         Chunk *prev, *next;
         uint8_t *data;
         size_t len;
+        unsigned data_shift; /* data is a whole chunk's buffer of 1 << data_shift bytes; 0 if not */
 };
 
 typedef struct Shard {
@@ -45,7 +53,46 @@ struct ChunkCache {
         Shard shards[N_SHARDS];
         uint64_t budget;
         atomic_uint_fast64_t hits, misses, waits, errors;
+
+        pthread_mutex_t pool_lock; /* taken last, under a shard lock or none */
+        struct {
+                uint8_t *data;
+                unsigned shift;
+        } pool[POOL_MAX];
+        unsigned n_pool;
 };
+
+static uint8_t *buffer_get(ChunkCache *c, unsigned shift)
+{
+        uint8_t *data = NULL;
+
+        pthread_mutex_lock(&c->pool_lock);
+        for (unsigned i = c->n_pool; i > 0; i--)
+                if (c->pool[i - 1].shift == shift) {
+                        data = c->pool[i - 1].data;
+                        c->pool[i - 1] = c->pool[--c->n_pool];
+                        break;
+                }
+        pthread_mutex_unlock(&c->pool_lock);
+        return data ?: malloc((size_t)1 << shift);
+}
+
+static void buffer_put(ChunkCache *c, uint8_t *data, unsigned shift)
+{
+        if (!data)
+                return;
+        if (shift > 0) {
+                pthread_mutex_lock(&c->pool_lock);
+                if (c->n_pool < POOL_MAX) {
+                        c->pool[c->n_pool].data = data;
+                        c->pool[c->n_pool].shift = shift;
+                        c->n_pool++;
+                        data = NULL;
+                }
+                pthread_mutex_unlock(&c->pool_lock);
+        }
+        free(data);
+}
 
 const uint8_t *chunk_data(const Chunk *k)
 {
@@ -64,6 +111,7 @@ int chunk_cache_new(uint64_t budget, ChunkCache **ret)
         if (!c)
                 return -ENOMEM;
         c->budget = budget;
+        pthread_mutex_init(&c->pool_lock, NULL);
         for (unsigned i = 0; i < N_SHARDS; i++) {
                 pthread_mutex_init(&c->shards[i].lock, NULL);
                 pthread_cond_init(&c->shards[i].filled, NULL);
@@ -73,15 +121,15 @@ int chunk_cache_new(uint64_t budget, ChunkCache **ret)
         return 0;
 }
 
-static void chunk_free(Chunk *k)
+static void chunk_free(ChunkCache *c, Chunk *k)
 {
-        free(k->data);
+        buffer_put(c, k->data, k->data_shift);
         free(k);
 }
 
 static void free_link(HashLink *l, void *userdata)
 {
-        chunk_free(container_of(l, Chunk, link));
+        chunk_free(userdata, container_of(l, Chunk, link));
 }
 
 ChunkCache *chunk_cache_free(ChunkCache *c)
@@ -90,10 +138,13 @@ ChunkCache *chunk_cache_free(ChunkCache *c)
                 return NULL;
         /* Every holder is gone by now (the session has ended): what is left is the table's. */
         for (unsigned i = 0; i < N_SHARDS; i++) {
-                hash_table_done(&c->shards[i].table, free_link, NULL);
+                hash_table_done(&c->shards[i].table, free_link, c);
                 pthread_mutex_destroy(&c->shards[i].lock);
                 pthread_cond_destroy(&c->shards[i].filled);
         }
+        for (unsigned i = 0; i < c->n_pool; i++)
+                free(c->pool[i].data);
+        pthread_mutex_destroy(&c->pool_lock);
         free(c);
         return NULL;
 }
@@ -104,10 +155,10 @@ static uint64_t chunk_hash(const uint8_t digest[32], unsigned shift, uint64_t id
         return le64_read(digest) ^ ((idx + 1) * UINT64_C(0x9e3779b97f4a7c15)) ^ shift;
 }
 
-static void unref_locked(Chunk *k)
+static void unref_locked(ChunkCache *c, Chunk *k)
 {
         if (--k->n_ref == 0)
-                chunk_free(k);
+                chunk_free(c, k);
 }
 
 static void ring_insert(Shard *s, Chunk *k)
@@ -137,7 +188,7 @@ static void ring_remove(Shard *s, Chunk *k)
         k->prev = k->next = NULL;
 }
 
-static void evict_locked(Shard *s, Chunk *keep)
+static void evict_locked(ChunkCache *c, Shard *s, Chunk *keep)
 {
         /* Two turns of the hand clear every CLOCK bit, so this ends even if all chunks are hot. A
          * budget of 0 means "no cache": then even the chunk just filled goes (its reader holds it). */
@@ -155,7 +206,7 @@ static void evict_locked(Shard *s, Chunk *keep)
                 hash_table_remove(&s->table, &k->link);
                 k->cached = false;
                 s->bytes -= k->len;
-                unref_locked(k);
+                unref_locked(c, k);
         }
 }
 
@@ -184,7 +235,7 @@ int chunk_cache_get(ChunkCache *c, NanoBlob *b, const uint8_t digest[32], uint64
                 }
                 r = k->state;
                 if (r < 0)
-                        unref_locked(k);
+                        unref_locked(c, k);
                 pthread_mutex_unlock(&s->lock);
                 if (r < 0)
                         return r;
@@ -213,18 +264,23 @@ int chunk_cache_get(ChunkCache *c, NanoBlob *b, const uint8_t digest[32], uint64
         pthread_mutex_unlock(&s->lock);
         atomic_fetch_add_explicit(&c->misses, 1, memory_order_relaxed);
 
-        data = malloc((size_t)1 << shift);
+        unsigned data_shift = shift;
+        data = buffer_get(c, shift);
         n = data ? nano_blob_read_chunk(b, idx, data) : -ENOMEM;
         if (n > 0 && (size_t)n < ((size_t)1 << shift) / 2) {
                 /* A short last chunk (small files): do not keep the whole chunk's allocation. */
-                uint8_t *p = realloc(data, (size_t)n);
-                if (p)
+                uint8_t *p = malloc((size_t)n);
+                if (p) {
+                        memcpy(p, data, (size_t)n);
+                        buffer_put(c, data, shift);
                         data = p;
+                        data_shift = 0;
+                }
         }
 
         pthread_mutex_lock(&s->lock);
         if (n < 0) {
-                free(data);
+                buffer_put(c, data, data_shift);
                 k->state = (int)n;
                 if (k->cached) {
                         hash_table_remove(&s->table, &k->link);
@@ -233,18 +289,19 @@ int chunk_cache_get(ChunkCache *c, NanoBlob *b, const uint8_t digest[32], uint64
                 }
         } else {
                 k->data = data;
+                k->data_shift = data_shift;
                 k->len = (size_t)n;
                 k->state = CHUNK_READY;
                 if (k->cached) {
                         ring_insert(s, k);
                         s->bytes += k->len;
-                        evict_locked(s, k);
+                        evict_locked(c, s, k);
                 }
         }
         pthread_cond_broadcast(&s->filled);
         r = k->state;
         if (r < 0)
-                unref_locked(k);
+                unref_locked(c, k);
         pthread_mutex_unlock(&s->lock);
         if (r < 0) {
                 atomic_fetch_add_explicit(&c->errors, 1, memory_order_relaxed);
@@ -262,7 +319,7 @@ void chunk_unref(ChunkCache *c, Chunk *k)
                 return;
         s = &c->shards[k->shard];
         pthread_mutex_lock(&s->lock);
-        unref_locked(k);
+        unref_locked(c, k);
         pthread_mutex_unlock(&s->lock);
 }
 
