@@ -243,7 +243,7 @@ static bool mount_serves(Run *r)
 /* The bare mode's colon-free path to the release: $NANO_HOME/cache/release/<hex of the id>, a link to
  * ../../mnt/by-id/sha256:<hex>. One per release, made by its first bare run and kept: a link in each
  * instance (as before) cost an inode with a block of its own, made and freed at every start. Its name
- * says where it points, so one found there already is the one we would make. */
+ * says where it must point: one found there that does is kept, anything else replaced. */
 static int release_link(Run *r, char *ret, size_t size)
 {
         char dir[PATH_MAX], target[PATH_MAX];
