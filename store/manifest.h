@@ -119,7 +119,7 @@ int nano_manifest_adopt(void *map, size_t map_size, size_t size, NanoManifest **
         (NANO_MANIFEST_HEADER_SIZE + (uint64_t)NANO_MANIFEST_ENTRY_SIZE * NANO_MANIFEST_ENTRIES_MAX +      \
          NANO_MANIFEST_STRINGS_MAX)
 /* zstd level of packed manifests (see doc/store.md). */
-#define NANO_MANIFEST_PACK_LEVEL 9
+#define NANO_MANIFEST_PACK_LEVEL 3
 
 typedef struct NanoManifestPacked {
         uint64_t size;      /* of the canonical manifest */
