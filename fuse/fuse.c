@@ -1108,6 +1108,12 @@ int nano_fuse_new(NanoStore *s, const NanoFuseOptions *o, NanoFuse **ret)
          * read with a 64 MiB cache). Served by mmap, they go back to the system when freed (88 MiB). */
         (void)mallopt(M_MMAP_THRESHOLD, 64 * 1024);
 
+        /* A manifest is checked against its sha256 when it is first opened. The nano executable
+         * opens libcrypto on its first hash (cli/libcrypto-dl.c): do it now, not in the first lookup
+         * of a release, where on a cold system it cost ~5 ms of disk reads and initialisation. */
+        uint8_t unused[32];
+        nano_sha256("", 0, unused);
+
         f = calloc(1, sizeof *f);
         if (!f)
                 return -ENOMEM;

@@ -176,7 +176,7 @@ int tree_get(NanoFuse *f, const char *view, const uint8_t id[32], Tree **ret)
 
                 /* mmap + full validation: O(entries), so not under the lock. Two threads may race to
                  * open one manifest; the loser drops its copy. */
-                r = nano_store_open_manifest(f->store, id, &opened);
+                r = nano_store_open_manifest_by_checksum(f->store, id, &opened);
                 if (r < 0)
                         return r;
         }

@@ -44,7 +44,9 @@ static int load_file(void *userdata, const uint8_t id[32], void **ret_map, size_
                 return -EBADMSG;
         /* Stored manifests are immutable (a damaged one is replaced by a rename, never rewritten in
          * place), so the mapping cannot shrink under us, which would turn reads into SIGBUS. */
-        map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        /* Every byte is read at once (decoded, or hashed): populated, the whole file is asked of the
+         * disk in large requests instead of one readahead window per page fault. */
+        map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
         if (map == MAP_FAILED)
                 return -errno;
         *ret_map = map;
@@ -55,6 +57,11 @@ static int load_file(void *userdata, const uint8_t id[32], void **ret_map, size_
 int nano_store_open_manifest_chain(NanoStore *s, const uint8_t id[32], NanoManifest **ret, NanoManifestChain *chain)
 {
         return nano_manifest_load(load_file, s, id, ret, chain);
+}
+
+int nano_store_open_manifest_by_checksum(NanoStore *s, const uint8_t id[32], NanoManifest **ret)
+{
+        return nano_manifest_load_flags(load_file, s, id, NANO_MANIFEST_LOAD_BY_CHECKSUM, ret, NULL);
 }
 
 int nano_store_open_manifest(NanoStore *s, const uint8_t id[32], NanoManifest **ret)

@@ -59,6 +59,8 @@ bool nano_store_has_object(NanoStore *s, const uint8_t digest[32], uint64_t size
 /* Manifests (manifest-store.c). Opens manifest id like nano_store_open_manifest(), and says which
  * files it read (a packed manifest reads its chain of bases) and, on failure, which one is at fault. */
 int nano_store_open_manifest_chain(NanoStore *s, const uint8_t id[32], NanoManifest **ret, NanoManifestChain *chain);
+/* Like nano_store_open_manifest(), with NANO_MANIFEST_LOAD_BY_CHECKSUM (manifest.h): for the mount. */
+int nano_store_open_manifest_by_checksum(NanoStore *s, const uint8_t id[32], NanoManifest **ret);
 /* Stores the canonical manifest data (whose id is id) of release name@version, packed against the
  * manifest of another version of name where that pays (doc/store.md). 1 and the bytes written in
  * *ret_stored if it wrote a file, 0 if a sound copy was there. An existing copy that cannot be read
