@@ -174,8 +174,8 @@ int tree_get(NanoFuse *f, const char *view, const uint8_t id[32], Tree **ret)
                         break; /* with the lock held */
                 pthread_mutex_unlock(&f->lock);
 
-                /* mmap + full validation: O(entries), so not under the lock. Two threads may race to
-                 * open one manifest; the loser drops its copy. */
+                /* Mapped or decoded, checked and validated: O(entries), so not under the lock. Two
+                 * threads may race to open one manifest; the loser drops its copy. */
                 r = nano_store_open_manifest_by_checksum(f->store, id, &opened);
                 if (r < 0)
                         return r;
