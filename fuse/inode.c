@@ -260,14 +260,11 @@ static void node_blob_close_locked(NanoFuse *f, Node *n)
  * them at once. A large object (a 1 GiB file read at random) is left to the reads themselves. */
 static int blob_open(NanoFuse *f, const uint8_t digest[32], NanoBlob **ret)
 {
-        char path[NANO_FANOUT_PATH_SIZE];
         struct stat st;
-        int fd, r;
+        int fd = nano_store_open_object(f->store, digest), r;
 
-        nano_fanout_path(digest, path);
-        fd = openat(f->store->objects_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
         if (fd < 0)
-                return -errno;
+                return fd;
         if (fstat(fd, &st) == 0 && st.st_size <= BLOB_READAHEAD_MAX)
                 (void)posix_fadvise(fd, 0, 0, POSIX_FADV_WILLNEED);
         r = nano_blob_open_fd(fd, ret);

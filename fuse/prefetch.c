@@ -64,7 +64,6 @@ static bool seen_second_locked(Prefetch *p, uint64_t key)
 static void *prefetch_thread(void *userdata)
 {
         Prefetch *p = userdata;
-        NanoStore *s = p->f->store;
 
         pthread_mutex_lock(&p->lock);
         for (;;) {
@@ -80,9 +79,7 @@ static void *prefetch_thread(void *userdata)
 
                 /* Opening reads the inode (and the fan-out directory); WILLNEED starts reading the
                  * data without waiting for it. Errors do not matter: the real read reports them. */
-                char path[NANO_FANOUT_PATH_SIZE];
-                nano_fanout_path(digest, path);
-                int fd = openat(s->objects_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+                int fd = nano_store_open_object(p->f->store, digest);
                 if (fd >= 0) {
                         (void)posix_fadvise(fd, 0, 0, POSIX_FADV_WILLNEED);
                         close(fd);

@@ -364,17 +364,25 @@ int nano_store_publish_fd(NanoStore *s, int fd, const char *name, int dirfd, con
         return r < 0 ? r : 1;
 }
 
-bool nano_store_has_object(NanoStore *s, const uint8_t digest[32], uint64_t size)
+int nano_store_open_object(NanoStore *s, const uint8_t digest[32])
 {
         char path[NANO_FANOUT_PATH_SIZE];
+        int fd;
+
+        nano_fanout_path(digest, path);
+        fd = openat(s->objects_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+        return fd < 0 ? -errno : fd;
+}
+
+bool nano_store_has_object(NanoStore *s, const uint8_t digest[32], uint64_t size)
+{
         uint8_t trailer[NANO_BLOB_TRAILER_SIZE];
         _cleanup_close_ int fd = -EBADF;
         struct stat st;
 
         /* Cheap checks only, as this runs for every file of an import: the object is there, and its
          * trailer is intact and describes content of this size. fsck verifies the rest. */
-        nano_fanout_path(digest, path);
-        fd = openat(s->objects_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        fd = nano_store_open_object(s, digest);
         if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size < (off_t)NANO_BLOB_MIN_SIZE)
                 return false;
         if (pread_full(fd, trailer, sizeof trailer, st.st_size - (off_t)sizeof trailer) != (ssize_t)sizeof trailer)
@@ -385,13 +393,10 @@ bool nano_store_has_object(NanoStore *s, const uint8_t digest[32], uint64_t size
 
 int nano_store_open_blob(NanoStore *s, const uint8_t digest[32], NanoBlob **ret)
 {
-        char path[NANO_FANOUT_PATH_SIZE];
-        int fd, r;
+        int fd = nano_store_open_object(s, digest), r;
 
-        nano_fanout_path(digest, path);
-        fd = openat(s->objects_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
         if (fd < 0)
-                return -errno;
+                return fd;
         r = nano_blob_open_fd(fd, ret);
         if (r < 0)
                 safe_close(fd);

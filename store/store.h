@@ -55,6 +55,8 @@ int nano_store_publish(NanoStore *s, const char *name, int dirfd, const char *pa
 
 /* True when an object with that digest is present, with an intact trailer for `size` content bytes. */
 bool nano_store_has_object(NanoStore *s, const uint8_t digest[32], uint64_t size);
+/* A read-only descriptor on the object file with that digest (its blob container), or -errno. */
+int nano_store_open_object(NanoStore *s, const uint8_t digest[32]);
 
 /* Manifests (manifest-store.c). Opens manifest id like nano_store_open_manifest(), and says which
  * files it read (a packed manifest reads its chain of bases) and, on failure, which one is at fault. */
