@@ -5,7 +5,6 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include "store.h"
@@ -27,31 +26,9 @@ static int load_file(void *userdata, const uint8_t id[32], void **ret_map, size_
 {
         NanoStore *s = userdata;
         char path[NANO_FANOUT_PATH_SIZE];
-        _cleanup_close_ int fd = -EBADF;
-        struct stat st;
-        void *map;
 
         nano_fanout_path(id, path);
-        fd = openat(s->manifests_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
-        if (fd < 0)
-                return -errno;
-        if (fstat(fd, &st) < 0)
-                return -errno;
-        if (S_ISDIR(st.st_mode))
-                return -EISDIR;
-        /* Checked before mmap: an empty mapping is an error, a huge one a waste. */
-        if (!S_ISREG(st.st_mode) || st.st_size <= 0 || (uint64_t)st.st_size > STORED_SIZE_MAX)
-                return -EBADMSG;
-        /* Stored manifests are immutable (a damaged one is replaced by a rename, never rewritten in
-         * place), so the mapping cannot shrink under us, which would turn reads into SIGBUS. */
-        /* Every byte is read at once (decoded, or hashed): populated, the whole file is asked of the
-         * disk in large requests instead of one readahead window per page fault. */
-        map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
-        if (map == MAP_FAILED)
-                return -errno;
-        *ret_map = map;
-        *ret_size = (size_t)st.st_size;
-        return 0;
+        return nano_manifest_map_at(s->manifests_fd, path, STORED_SIZE_MAX, ret_map, ret_size);
 }
 
 int nano_store_open_manifest_chain(NanoStore *s, const uint8_t id[32], NanoManifest **ret, NanoManifestChain *chain)

@@ -965,19 +965,11 @@ int nano_manifest_parse(const void *buf, size_t size, NanoManifest **ret)
         return 0;
 }
 
-int nano_manifest_open_at(int dirfd, const char *path, NanoManifest **ret)
+int nano_manifest_map_at(int dirfd, const char *path, uint64_t size_max, void **ret_map, size_t *ret_size)
 {
-        const uint64_t size_max = NANO_MANIFEST_HEADER_SIZE +
-                                  (uint64_t)NANO_MANIFEST_ENTRY_SIZE * NANO_MANIFEST_ENTRIES_MAX +
-                                  NANO_MANIFEST_STRINGS_MAX + 7;
         _cleanup_close_ int fd = -EBADF;
         struct stat st;
-        size_t size;
         void *map;
-        int r;
-
-        if (!path || !ret)
-                return -EINVAL;
 
         fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
         if (fd < 0)
@@ -986,19 +978,35 @@ int nano_manifest_open_at(int dirfd, const char *path, NanoManifest **ret)
                 return -errno;
         if (S_ISDIR(st.st_mode))
                 return -EISDIR;
-        if (!S_ISREG(st.st_mode))
-                return -EBADMSG;
         /* Checked before mmap: an empty mapping is an error, a huge one a waste. */
-        if (st.st_size <= 0 || (uint64_t)st.st_size > size_max)
+        if (!S_ISREG(st.st_mode) || st.st_size <= 0 || (uint64_t)st.st_size > size_max)
                 return -EBADMSG;
-        size = (size_t)st.st_size;
-
-        /* Manifests are immutable once stored, so the mapping cannot shrink under us (which would
-         * turn reads into SIGBUS). */
-        map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+        /* Manifests are immutable once stored (a damaged one is replaced by a rename, never rewritten
+         * in place), so the mapping cannot shrink under us, which would turn reads into SIGBUS. Every
+         * byte is read at once (validated, decoded or hashed): populated, the whole file is asked of
+         * the disk in large requests instead of one readahead window per page fault. */
+        map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
         if (map == MAP_FAILED)
                 return -errno;
+        *ret_map = map;
+        *ret_size = (size_t)st.st_size;
+        return 0;
+}
 
+int nano_manifest_open_at(int dirfd, const char *path, NanoManifest **ret)
+{
+        const uint64_t size_max = NANO_MANIFEST_HEADER_SIZE +
+                                  (uint64_t)NANO_MANIFEST_ENTRY_SIZE * NANO_MANIFEST_ENTRIES_MAX +
+                                  NANO_MANIFEST_STRINGS_MAX + 7;
+        size_t size;
+        void *map;
+        int r;
+
+        if (!path || !ret)
+                return -EINVAL;
+        r = nano_manifest_map_at(dirfd, path, size_max, &map, &size);
+        if (r < 0)
+                return r;
         r = nano_manifest_adopt(map, size, size, ret);
         if (r < 0)
                 (void)munmap(map, size);

@@ -82,6 +82,9 @@ typedef struct NanoManifest NanoManifest;
 int nano_manifest_parse(const void *buf, size_t size, NanoManifest **ret);
 /* mmaps the file at path (relative to dirfd), validates it and owns the mapping. */
 int nano_manifest_open_at(int dirfd, const char *path, NanoManifest **ret);
+/* Maps the manifest file at path read-only, populated: -EISDIR for a directory, -EBADMSG for
+ * anything but a regular file of 1..size_max bytes. munmap() it. */
+int nano_manifest_map_at(int dirfd, const char *path, uint64_t size_max, void **ret_map, size_t *ret_size);
 NanoManifest *nano_manifest_free(NanoManifest *m);
 
 uint32_t nano_manifest_count(const NanoManifest *m);
