@@ -180,26 +180,18 @@ int nano_instance_exec(const char *home, const char *name, char **argv, char **e
                 }
         }
         /* The service's environment, then the caller's additions. */
-        for (char **e = p.env; k >= 0 && e && *e; e++) {
-                char **nv = reallocarray(full_env, n + 2, sizeof *nv);
-                if (!nv) {
-                        k = nano_error_set(err, ENOMEM, "out of memory");
-                        break;
+        char **const sources[] = { p.env, env };
+        for (size_t i = 0; i < ELEMENTSOF(sources); i++)
+                for (char **e = sources[i]; k >= 0 && e && *e; e++) {
+                        char **nv = reallocarray(full_env, n + 2, sizeof *nv);
+                        if (!nv) {
+                                k = nano_error_set(err, ENOMEM, "out of memory");
+                                break;
+                        }
+                        full_env = nv;
+                        full_env[n++] = *e;
+                        full_env[n] = NULL;
                 }
-                full_env = nv;
-                full_env[n++] = *e;
-                full_env[n] = NULL;
-        }
-        for (char **e = env; k >= 0 && e && *e; e++) {
-                char **nv = reallocarray(full_env, n + 2, sizeof *nv);
-                if (!nv) {
-                        k = nano_error_set(err, ENOMEM, "out of memory");
-                        break;
-                }
-                full_env = nv;
-                full_env[n++] = *e;
-                full_env[n] = NULL;
-        }
 
         if (k >= 0) {
                 Supervisor s = {
