@@ -8,6 +8,9 @@
  * created component by component with O_NOFOLLOW, so that a symbolic link (in the release, or one of
  * ours) can never make us create a directory on the host.
  *
+ * In ns mode the new root is a read-only bind of a root skeleton (skeleton.c) when the caller has one:
+ * every mount point is there already, nothing is created. Else it is a tmpfs, filled here.
+ *
  * No allocation: fixed buffers and raw getdents64, so this runs after fork() in any parent. */
 #include "config.h"
 
@@ -48,6 +51,7 @@ typedef struct Root {
         int base_fd;         /* the new root, once mounted */
         int host_root_fd;
         int store_fd, release_fd, instance_fd;
+        int skel_fd; /* the root skeleton: the new root is its bind */
         int bind_fds[NANO_NS_MAX_BINDS];
         bool legacy; /* no mount_setattr(): remount each mount */
 } Root;
@@ -59,6 +63,7 @@ static void root_done(Root *x)
         x->store_fd = safe_close(x->store_fd);
         x->release_fd = safe_close(x->release_fd);
         x->instance_fd = safe_close(x->instance_fd);
+        x->skel_fd = safe_close(x->skel_fd);
         for (size_t i = 0; i < NANO_NS_MAX_BINDS; i++)
                 x->bind_fds[i] = safe_close(x->bind_fds[i]);
 }
@@ -347,10 +352,11 @@ struct linux_dirent64 {
 };
 
 /* ns mode: everything mounted in the new root so far becomes read-only, nosuid and nodev, in one
- * recursive mount_setattr() rather than one per bind (about twenty: the host's top level). The root
+ * recursive mount_setattr() rather than one per bind (about twenty: the host's top level). A root
  * tmpfs then gets its write access back, for the mount points still to come; step 5 takes it away
- * for good. Without mount_setattr(), each top-level entry's tree is remounted by path: the root's own
- * path would also match the host's mounts that our root hides (under the staging dir). */
+ * for good. A skeleton's bind stays read-only: its mount points are all there. Without
+ * mount_setattr(), each top-level entry's tree is remounted by path: the root's own path would also
+ * match the host's mounts that our root hides (under the staging dir). */
 static int root_read_only(Root *x)
 {
         struct ns_mount_attr a = {.attr_set = RO_ATTRS};
@@ -360,7 +366,7 @@ static int root_read_only(Root *x)
 
         if (!x->legacy) {
                 if (syscall(__NR_mount_setattr, x->base_fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &a, sizeof a) == 0)
-                        return remount_one(x, "/", MS_NOSUID | MS_NODEV);
+                        return x->skel_fd >= 0 ? 0 : remount_one(x, "/", MS_NOSUID | MS_NODEV);
                 if (errno != ENOSYS)
                         return nano_error_set(x->e, errno, "make '/' read-only (mount_setattr): %m");
                 x->legacy = true;
@@ -392,13 +398,17 @@ static int root_read_only(Root *x)
 
 /* ---- The pieces. */
 
-/* ns mode: every top-level entry of the host, read-only, but for what the instance gets its own of. */
+/* ns mode: every top-level entry of the host, read-only, but for what the instance gets its own of.
+ * With a skeleton, its entries are the list (made from the host's top level) and the mount points;
+ * else the host's root is read and each mount point made in the tmpfs. */
 static int bind_host_top_level(Root *x)
 {
         char skip_base[NAME_MAX + 1];
         uint8_t buf[8192] __attribute__((aligned(8)));
+        _cleanup_close_ int skel_dir = -EBADF;
         size_t n = strcspn(x->base + 1, "/");
-        int r;
+        bool skel = x->skel_fd >= 0;
+        int r, list_fd;
 
         /* The staging dir's top level holds our new root: binding it would nest the root in itself. */
         if (n > NAME_MAX)
@@ -406,28 +416,34 @@ static int bind_host_top_level(Root *x)
         memcpy(skip_base, x->base + 1, n);
         skip_base[n] = 0;
 
-        if (lseek(x->host_root_fd, 0, SEEK_SET) < 0)
-                return nano_error_set(x->e, errno, "read '/': %m");
-        for (;;) {
-                long got = syscall(SYS_getdents64, x->host_root_fd, buf, sizeof buf);
-                if (got < 0)
+        if (skel) {
+                skel_dir = openat(x->base_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                if (skel_dir < 0)
+                        return nano_error_set(x->e, errno, "read the root skeleton: %m");
+                list_fd = skel_dir;
+        } else {
+                if (lseek(x->host_root_fd, 0, SEEK_SET) < 0)
                         return nano_error_set(x->e, errno, "read '/': %m");
+                list_fd = x->host_root_fd;
+        }
+        for (;;) {
+                long got = syscall(SYS_getdents64, list_fd, buf, sizeof buf);
+                if (got < 0)
+                        return nano_error_set(x->e, errno, "read '%s': %m", skel ? "the root skeleton" : "/");
                 if (got == 0)
                         return 0;
                 for (long off = 0; off < got;) {
                         struct linux_dirent64 *d = (struct linux_dirent64 *)(buf + off);
                         const char *name = d->d_name;
                         unsigned char type = d->d_type;
-                        char target[NAME_MAX + 2];
+                        char target[NAME_MAX + 2], t[PATH_MAX];
 
                         off += d->d_reclen;
-                        if (streq(name, ".") || streq(name, "..") || streq(name, "proc") ||
-                            streq(name, "dev") || streq(name, "tmp") || streq(name, "nano") ||
-                            streq(name, skip_base))
+                        if (ns_root_skips(name, skip_base))
                                 continue;
                         if (type == DT_UNKNOWN) {
                                 struct stat st;
-                                if (fstatat(x->host_root_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                                if (fstatat(list_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
                                         continue;
                                 type = S_ISDIR(st.st_mode)   ? DT_DIR
                                        : S_ISLNK(st.st_mode) ? DT_LNK
@@ -436,7 +452,7 @@ static int bind_host_top_level(Root *x)
                         }
                         (void)ns_format(target, sizeof target, "/%s", name);
 
-                        if (type == DT_LNK) {
+                        if (type == DT_LNK && !skel) {
                                 /* /bin -> usr/bin on merged-/usr systems: the same link, not a bind. */
                                 char link[PATH_MAX];
                                 ssize_t l = readlinkat(x->host_root_fd, name, link, sizeof link - 1);
@@ -446,29 +462,28 @@ static int bind_host_top_level(Root *x)
                                 if (symlinkat(link, x->base_fd, name) < 0 && errno != EEXIST)
                                         return nano_error_set(x->e, errno, "create the link '%s': %m",
                                                               target);
-                        } else if (type == DT_DIR || type == DT_REG) {
-                                char t[PATH_MAX];
-
-                                /* A name of one component in the tmpfs we just mounted, where nothing
-                                 * but our own entries exist: no walk of the path is needed to make its
-                                 * mount point safely (open_mount_point() is for deeper targets). The
-                                 * source by its path, not through an O_PATH fd and /proc/self/fd (~5 us
-                                 * each, twenty times): one component of the host's root, which only
-                                 * root can change, and not under the staging dir (skipped above). Made
-                                 * read-only later, with all the others in one call (root_read_only()). */
-                                if ((type == DT_DIR ? mkdirat(x->base_fd, name, 0755)
-                                                    : mknodat(x->base_fd, name, S_IFREG | 0644, 0)) < 0)
-                                        return nano_error_set(x->e, errno, "create the mount point '%s': %m",
-                                                              target);
-                                r = full_path(x, target, t, sizeof t);
-                                if (r < 0)
-                                        return nano_error_set(x->e, r, "mount '%s': %m", target);
-                                if (mount(target, t, NULL, MS_BIND | MS_REC, NULL) < 0) {
-                                        if (errno == ENOENT) /* gone meanwhile */
-                                                continue;
-                                        return nano_error_set(x->e, errno, "mount '%s' (bind of '%s'): %m",
-                                                              target, target);
-                                }
+                                continue;
+                        }
+                        if (type != DT_DIR && type != DT_REG)
+                                continue;
+                        /* A name of one component in the tmpfs we just mounted, where nothing but our
+                         * own entries exist: no walk of the path is needed to make its mount point
+                         * safely (open_mount_point() is for deeper targets); in a skeleton it is
+                         * there. The source by its path, not through an O_PATH fd and /proc/self/fd
+                         * (~5 us each, twenty times): one component of the host's root, which only root
+                         * can change, and not under the staging dir (skipped above). Made read-only
+                         * later, with all the others in one call (root_read_only()). */
+                        if (!skel && (type == DT_DIR ? mkdirat(x->base_fd, name, 0755)
+                                                     : mknodat(x->base_fd, name, S_IFREG | 0644, 0)) < 0)
+                                return nano_error_set(x->e, errno, "create the mount point '%s': %m", target);
+                        r = full_path(x, target, t, sizeof t);
+                        if (r < 0)
+                                return nano_error_set(x->e, r, "mount '%s': %m", target);
+                        if (mount(target, t, NULL, MS_BIND | MS_REC, NULL) < 0) {
+                                if (errno == ENOENT) /* gone meanwhile */
+                                        continue;
+                                return nano_error_set(x->e, errno, "mount '%s' (bind of '%s'): %m", target,
+                                                      target);
                         }
                 }
         }
@@ -476,52 +491,58 @@ static int bind_host_top_level(Root *x)
 
 static int setup_dev(Root *x)
 {
-        static const char *const devices[] = {"null", "zero", "full", "random", "urandom", "tty"};
-        static const struct {
-                const char *name, *target;
-        } links[] = {
-                {"ptmx", "pts/ptmx"},          {"fd", "/proc/self/fd"},       {"stdin", "/proc/self/fd/0"},
-                {"stdout", "/proc/self/fd/1"}, {"stderr", "/proc/self/fd/2"},
-        };
         _cleanup_close_ int dev = -EBADF;
+        bool skel = x->skel_fd >= 0;
         int r;
 
         if (x->c->flags & NANO_NS_HOST_DEV)
                 return bind_path(x, "/dev", "/dev", DEV_ATTRS, false);
 
-        r = mount_fs(x, "tmpfs", "/dev", MS_NOSUID | MS_NOEXEC, "mode=0755", false);
-        if (r < 0)
-                return r;
-        r = open_mount_point(x, "/dev", true, &dev);
-        if (r < 0)
-                return r;
+        /* A skeleton's /dev is a directory of the read-only root, mount points and links made:
+         * nothing gets created in it. Else a tmpfs, filled here and then made read-only. */
+        if (!skel) {
+                r = mount_fs(x, "tmpfs", "/dev", MS_NOSUID | MS_NOEXEC, "mode=0755", false);
+                if (r < 0)
+                        return r;
+                r = open_mount_point(x, "/dev", true, &dev);
+                if (r < 0)
+                        return r;
+        }
 
         /* mknod is not allowed in a user namespace: the device nodes are binds of the host's, made
-         * nosuid and noexec together, before devpts and /dev/shm, which have flags of their own. The
-         * mount point is an empty file in our new /dev (one component: nothing to walk), the source
-         * the host's node by its path (as for the host's top level: only root changes /dev). */
-        for (size_t i = 0; i < ELEMENTSOF(devices); i++) {
+         * nosuid and noexec (together on a /dev tmpfs, one by one in a skeleton), before devpts and
+         * /dev/shm, which have flags of their own. The mount point is an empty file in our new /dev
+         * (one component: nothing to walk), the source the host's node by its path (as for the host's
+         * top level: only root changes /dev). */
+        for (const char *const *n = ns_dev_nodes; *n; n++) {
                 char src[32], target[32], t[PATH_MAX];
                 struct stat st;
 
-                (void)ns_format(src, sizeof src, "/dev/%s", devices[i]);
-                (void)ns_format(target, sizeof target, "/dev/%s", devices[i]);
+                (void)ns_format(src, sizeof src, "/dev/%s", *n);
+                (void)ns_format(target, sizeof target, "/dev/%s", *n);
                 if (stat(src, &st) < 0) {
                         if (errno == ENOENT) /* a host without it: so be it */
                                 continue;
                         return nano_error_set(x->e, errno, "mount '%s': stat '%s': %m", target, src);
                 }
-                if (mknodat(dev, devices[i], S_IFREG | 0644, 0) < 0)
+                if (!skel && mknodat(dev, *n, S_IFREG | 0644, 0) < 0)
                         return nano_error_set(x->e, errno, "create the mount point '%s': %m", target);
                 r = full_path(x, target, t, sizeof t);
                 if (r < 0)
                         return nano_error_set(x->e, r, "mount '%s': %m", target);
                 if (mount(src, t, NULL, MS_BIND, NULL) < 0)
                         return nano_error_set(x->e, errno, "mount '%s' (bind of '%s'): %m", target, src);
+                if (skel) {
+                        r = set_attrs(x, target, DEV_ATTRS);
+                        if (r < 0)
+                                return r;
+                }
         }
-        r = set_attrs(x, "/dev", DEV_ATTRS);
-        if (r < 0)
-                return r;
+        if (!skel) {
+                r = set_attrs(x, "/dev", DEV_ATTRS);
+                if (r < 0)
+                        return r;
+        }
 
         /* Our own devpts instance: the instance's ptys are not the host's. Where that is refused
          * (an old kernel in a user namespace), the host's. */
@@ -538,9 +559,11 @@ static int setup_dev(Root *x)
         if (r < 0)
                 return r;
 
-        for (size_t i = 0; i < ELEMENTSOF(links); i++)
-                if (symlinkat(links[i].target, dev, links[i].name) < 0 && errno != EEXIST)
-                        return nano_error_set(x->e, errno, "create the link '/dev/%s': %m", links[i].name);
+        if (skel)
+                return 0;
+        for (const NsDevLink *l = ns_dev_links; l->name; l++)
+                if (symlinkat(l->target, dev, l->name) < 0 && errno != EEXIST)
+                        return nano_error_set(x->e, errno, "create the link '/dev/%s': %m", l->name);
 
         /* Nothing else gets created in /dev. */
         return remount_one(x, "/dev", MS_RDONLY | MS_NOSUID | MS_NOEXEC);
@@ -590,6 +613,7 @@ int nano_ns_setup_root(const NanoNsConfig *c, NanoError *e)
                 .store_fd = -EBADF,
                 .release_fd = -EBADF,
                 .instance_fd = -EBADF,
+                .skel_fd = -EBADF,
                 .legacy = c && (c->flags & NANO_NS_LEGACY_REMOUNT),
         };
         const char *staging;
@@ -619,6 +643,13 @@ int nano_ns_setup_root(const NanoNsConfig *c, NanoError *e)
         for (size_t i = 0; r >= 0 && i < c->n_binds; i++)
                 r = open_source(&x, c->binds[i].source, c->binds[i].target ? c->binds[i].target : "?",
                                 &x.bind_fds[i]);
+        /* A skeleton has the mount points of the ns root, not those binds or hide may need. */
+        if (r >= 0 && c->mode == NANO_ISOLATE_NS && c->skeleton && c->n_binds == 0 &&
+            !(c->hide && *c->hide)) {
+                x.skel_fd = open(c->skeleton, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                if (x.skel_fd < 0)
+                        r = nano_error_set(e, errno, "open the root skeleton '%s': %m", c->skeleton);
+        }
         if (r < 0)
                 return r;
 
@@ -633,7 +664,10 @@ int nano_ns_setup_root(const NanoNsConfig *c, NanoError *e)
                 return nano_error_set(e, errno, "make the mounts of '/' slaves: %m");
 
         /* 3. The new root. */
-        if (c->mode == NANO_ISOLATE_NS) {
+        if (x.skel_fd >= 0) {
+                if (mount(fd_path(t, x.skel_fd), x.base, NULL, MS_BIND, NULL) < 0)
+                        return nano_error_set(e, errno, "mount '/' (bind of '%s'): %m", c->skeleton);
+        } else if (c->mode == NANO_ISOLATE_NS) {
                 if (mount("tmpfs", x.base, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") < 0)
                         return nano_error_set(e, errno, "mount '/' (tmpfs on '%s'): %m", x.base);
         } else {
@@ -694,8 +728,9 @@ int nano_ns_setup_root(const NanoNsConfig *c, NanoError *e)
                         return r;
         }
 
-        /* 5. The tmpfs root itself: no new top-level entries. */
-        if (c->mode == NANO_ISOLATE_NS) {
+        /* 5. The tmpfs root itself: no new top-level entries (a skeleton's bind is read-only already,
+         * but with the legacy remounts, which do not reach the root). */
+        if (c->mode == NANO_ISOLATE_NS && (x.skel_fd < 0 || x.legacy)) {
                 r = remount_one(&x, "/", MS_RDONLY | MS_NOSUID | MS_NODEV);
                 if (r < 0)
                         return r;

@@ -4,6 +4,7 @@
 /* Helpers shared by the ns/ files. They allocate nothing, so the [child] functions can use them. */
 
 #include <fcntl.h>
+#include <limits.h>
 #include <string.h>
 
 #include "ns.h"
@@ -42,3 +43,18 @@ void ns_probe_cgroups(NanoProbe *p, const NanoProbeConfig *c, int procfd); /* cg
 
 /* Replaces \ooo escapes of /proc/self/mountinfo in place. */
 void ns_unescape_octal(char *s);
+
+/* The minimal /dev of an ns-mode root (skeleton.c): the host's device nodes bound on empty files, and
+ * links. NULL-terminated. */
+extern const char *const ns_dev_nodes[];
+typedef struct NsDevLink {
+        const char *name, *target;
+} NsDevLink;
+extern const NsDevLink ns_dev_links[];
+
+/* True for the host's top-level names an ns-mode root does not take from the host: ".", "..", proc,
+ * dev, tmp, nano (its own of each), and skip_base, the staging directory's top level. */
+bool ns_root_skips(const char *name, const char *skip_base);
+
+/* The staging directory (NULL: /tmp) resolved into ret_path, and its first component into ret_top. */
+int ns_staging_base(const char *staging, char *ret_path, size_t path_size, char ret_top[static NAME_MAX + 1]);

@@ -28,6 +28,12 @@ int nano_ns_setup_root(const NanoNsConfig *c, NanoError *e)
         return nano_error_set(e, EOPNOTSUPP, NO_NAMESPACES);
 }
 
+int nano_ns_root_skeleton(const char *cache_dir, const char *staging_dir, char *ret, size_t size,
+                          NanoError *e)
+{
+        return nano_error_set(e, EOPNOTSUPP, NO_NAMESPACES);
+}
+
 int nano_ns_loopback_up(NanoError *e)
 {
         return nano_error_set(e, EOPNOTSUPP, NO_NAMESPACES);

@@ -186,7 +186,18 @@ typedef struct NanoNsConfig {
         const char *workdir;     /* cwd after the pivot; NULL: "/" */
         const char *staging_dir; /* existing host dir the new root is assembled over (in our mount
                                   * namespace only); NULL: "/tmp" */
+        const char *skeleton;    /* ns mode: a root skeleton (nano_ns_root_skeleton()) for this staging
+                                  * dir, bound read-only as the new root; NULL: a tmpfs filled at each
+                                  * start. Not used with binds or hide, which may need new mount points */
 } NanoNsConfig;
+
+/* [parent] The root skeleton for this host's top-level layout and staging_dir (NULL: /tmp), made in
+ * cache_dir (created if missing) unless it is there already: a directory with every mount point and
+ * link an ns-mode root needs, which nano_ns_setup_root() binds instead of filling a tmpfs. Its path
+ * goes to ret (size bytes). Returns 0, or -errno: then build the root without one (-EAGAIN: the
+ * host's '/' changed a moment ago, its layout is not kept yet). */
+int nano_ns_root_skeleton(const char *cache_dir, const char *staging_dir, char *ret, size_t size,
+                          NanoError *e);
 
 /* [child] unshare(2)s the user and mount namespaces plus those in c->flags, writes the single-id
  * maps ("deny" to setgroups first), sets the hostname and brings up `lo`. With NANO_NS_PID only the

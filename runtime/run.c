@@ -490,6 +490,34 @@ static int prepare_seccomp(const RunPlan *p, const char *home, NanoSeccompProgra
         return nano_seccomp_prepare(profile, cache, prog, err);
 }
 
+/* ns mode: the root skeleton of this host, made once in cache/root (ns/skeleton.c), so that a start
+ * binds it rather than filling a tmpfs. Without one (a read-only home, the host's '/' just changed),
+ * the root is built on a tmpfs as before: not an error. */
+static void prepare_root(RunPlan *p, const char *home)
+{
+        char cache[PATH_MAX];
+        NanoError e = {};
+        int k;
+
+        p->root_skeleton[0] = 0;
+        if (p->mode != NANO_ISOLATE_NS ||
+            snprintf(cache, sizeof cache, "%s/cache/root", home) >= (int)sizeof cache)
+                return;
+        k = nano_ns_root_skeleton(cache, NULL, p->root_skeleton, sizeof p->root_skeleton, &e);
+        if (k == -ENOENT) {
+                char *slash = strrchr(cache, '/');
+                *slash = 0;
+                (void)mkdirat_ok(AT_FDCWD, cache, 0700);
+                *slash = '/';
+                e = (NanoError){};
+                k = nano_ns_root_skeleton(cache, NULL, p->root_skeleton, sizeof p->root_skeleton, &e);
+        }
+        if (k < 0) {
+                log_debug("no root skeleton, a tmpfs root: %s", e.message);
+                p->root_skeleton[0] = 0;
+        }
+}
+
 static json_object *limits_requested(const NanoRunOptions *o)
 {
         json_object *j = json_object_new_object();
@@ -1032,6 +1060,8 @@ int nano_run(const NanoRunOptions *o, NanoRunResult *ret, NanoError *err)
         if (k >= 0)
                 k = prepare_seccomp(&r.plan, r.home, &r.prog, err);
         if (k >= 0)
+                prepare_root(&r.plan, r.home);
+        if (k >= 0)
                 k = apply_limits(&r);
         if (k >= 0)
                 k = write_spec(&r);
@@ -1098,6 +1128,8 @@ int nano_run_spawn_exec(const char *home, const char *name, NanoError *err)
                 k = ensure_mount(p.home, self, err);
         if (k >= 0)
                 k = prepare_seccomp(&p, p.home, &prog, err);
+        if (k >= 0)
+                prepare_root(&p, p.home);
         if (k >= 0 && p.cgroup)
                 k = nano_cgroup_open(&p.place, p.cgroup_name, &cg, err);
         if (k >= 0)

@@ -173,6 +173,8 @@ typedef struct RunPlan {
         bool new_session;            /* detached: setsid(), so that a stop reaches its process group */
         NanoRestartPolicy restart;
         uint64_t log_max;
+        /* Not in spec.json: found again by every start (prepare_root()). */
+        char root_skeleton[PATH_MAX]; /* ns mode: the root skeleton; empty: a tmpfs root */
 } RunPlan;
 
 void run_plan_done(RunPlan *p);

@@ -108,6 +108,7 @@ _Noreturn void run_child(const RunPlan *p, const NanoSeccompProgram *prog, const
                 .release_dir = p->release_dir,
                 .instance_dir = p->data_dir,
                 .workdir = p->workdir,
+                .skeleton = p->root_skeleton[0] ? p->root_skeleton : NULL,
         };
         NanoError e = {};
         sigset_t none;

@@ -2,7 +2,8 @@
 /* ns/userns.c + ns/mount.c, for real, in forked children, where this host allows unprivileged user
  * namespaces: after nano_ns_unshare() + nano_ns_setup_root(), /nano/store and /nano/release are
  * read-only (EROFS), /nano/instance is writable, the host's trees are read-only, /tmp and /dev are
- * private, getuid() is the mapped id; the pid/net/uts variant is pid 1 with only `lo`, up; rootfs mode;
+ * private, getuid() is the mapped id, on a tmpfs root or a root skeleton; the pid/net/uts variant
+ * is pid 1 with only `lo`, up; rootfs mode;
  * extra binds and hidden paths; and every failure names its step and path. The child's NanoError comes
  * back to the parent through a pipe, as it will to the runtime. */
 
@@ -285,6 +286,40 @@ typedef struct Ids {
 } Ids;
 static Ids expect_ids;
 
+/* The new root is the bind of the skeleton (mountinfo's root field ends with its name), or a tmpfs. */
+static int check_root_is(const char *skeleton)
+{
+        char line[4096];
+        FILE *f = fopen("/proc/self/mountinfo", "re");
+        bool found = false;
+
+        CHECK(f);
+        while (!found && fgets(line, sizeof line, f)) {
+                char root[1024], point[1024], type[64];
+                if (sscanf(line, "%*s %*s %*s %1023s %1023s %*s%*[^-]- %63s", root, point, type) != 3 ||
+                    !streq(point, "/"))
+                        continue;
+                found = true;
+                if (skeleton) {
+                        const char *base = strrchr(skeleton, '/') + 1;
+                        size_t n = strlen(root), m = strlen(base);
+                        if (n < m || !streq(root + n - m, base)) {
+                                fprintf(stderr, "# the root is '%s', not the skeleton '%s'\n", root,
+                                        skeleton);
+                                found = false;
+                                break;
+                        }
+                } else if (!streq(type, "tmpfs")) {
+                        fprintf(stderr, "# the root is a %s, not a tmpfs\n", type);
+                        found = false;
+                        break;
+                }
+        }
+        fclose(f);
+        CHECK(found);
+        return 0;
+}
+
 static int ns_child(const NanoNsConfig *c, NanoError *e)
 {
         int r;
@@ -295,10 +330,13 @@ static int ns_child(const NanoNsConfig *c, NanoError *e)
         r = nano_ns_setup_root(c, e);
         if (r < 0)
                 return r;
+        r = check_root_is(c->skeleton);
+        if (r != 0)
+                return r;
         return check_ns_root(expect_ids.uid, expect_ids.gid);
 }
 
-static void run_ns(unsigned flags, uid_t uid, gid_t gid)
+static void run_ns_with(unsigned flags, uid_t uid, gid_t gid, const char *skeleton)
 {
         NanoNsConfig c = {
                 .mode = NANO_ISOLATE_NS,
@@ -306,6 +344,7 @@ static void run_ns(unsigned flags, uid_t uid, gid_t gid)
                 .store_dir = store,
                 .release_dir = release,
                 .instance_dir = instance,
+                .skeleton = skeleton,
         };
         char created[PATH_MAX * 2];
         struct stat st;
@@ -319,6 +358,11 @@ static void run_ns(unsigned flags, uid_t uid, gid_t gid)
         /* What the instance wrote is on the host, owned by us whatever the id inside. */
         assert_int_equal(stat(created, &st), 0);
         assert_int_equal(st.st_uid, geteuid());
+}
+
+static void run_ns(unsigned flags, uid_t uid, gid_t gid)
+{
+        run_ns_with(flags, uid, gid, NULL);
 }
 
 static void test_ns(void **state)
@@ -340,6 +384,46 @@ static void test_ns_map_root(void **state)
         if (unavailable(NANO_PROBE_USERNS))
                 return;
         run_ns(NANO_NS_MAP_ROOT, 0, 0);
+}
+
+static char skeleton_made[PATH_MAX]; /* test_ns_skeleton()'s, for the pid namespace variant */
+
+/* A root skeleton: made once (the same path the second time), then the same root as a tmpfs gives,
+ * with the legacy remounts too; with mapped root, whose ids differ from the skeleton's owner. */
+static void test_ns_skeleton(void **state)
+{
+        char cache[PATH_MAX], skel[PATH_MAX], again[PATH_MAX], path[PATH_MAX * 2];
+        struct stat st;
+        NanoError e = {};
+        int r;
+
+        if (unavailable(NANO_PROBE_USERNS))
+                return;
+        PATHF(cache, "%s/cache-root", tmpdir);
+        r = nano_ns_root_skeleton(cache, NULL, skel, sizeof skel, &e);
+        if (r == -EAGAIN) {
+                /* '/' changed less than two seconds ago: not kept yet, and said so. */
+                print_message("# %s: waiting\n", e.message);
+                sleep(2);
+                e = (NanoError){};
+                r = nano_ns_root_skeleton(cache, NULL, skel, sizeof skel, &e);
+        }
+        assert_int_equal(r, 0);
+        assert_int_equal(e.error, 0);
+        assert_int_equal(strncmp(skel, cache, strlen(cache)), 0);
+        assert_int_equal(nano_ns_root_skeleton(cache, NULL, again, sizeof again, &e), 0);
+        assert_string_equal(skel, again);
+        assert_int_equal(stat((PATHF(path, "%s/nano/instance", skel), path), &st), 0);
+        assert_true(S_ISDIR(st.st_mode));
+        assert_int_equal(lstat((PATHF(path, "%s/dev/ptmx", skel), path), &st), 0);
+        assert_true(S_ISLNK(st.st_mode));
+        assert_int_equal(stat("/usr", &st) == 0 ? stat((PATHF(path, "%s/usr", skel), path), &st) : 0, 0);
+        assert_int_equal(lstat((PATHF(path, "%s/tmp", skel), path), &st), 0);
+
+        snprintf(skeleton_made, sizeof skeleton_made, "%s", skel);
+        run_ns_with(0, geteuid(), getegid(), skel);
+        run_ns_with(NANO_NS_LEGACY_REMOUNT, geteuid(), getegid(), skel);
+        run_ns_with(NANO_NS_MAP_ROOT, 0, 0, skel);
 }
 
 /* ---- pid + net + ipc + uts. */
@@ -402,6 +486,8 @@ static int all_ns_child(const NanoNsConfig *c, NanoError *e)
         if (pid == 0) {
                 r = nano_ns_setup_root(c, e);
                 if (r >= 0)
+                        r = check_root_is(c->skeleton);
+                if (r == 0)
                         r = check_ns_root(expect_ids.uid, expect_ids.gid);
                 if (r == 0)
                         r = pid1_checks();
@@ -413,7 +499,7 @@ static int all_ns_child(const NanoNsConfig *c, NanoError *e)
         return WIFEXITED(status) ? WEXITSTATUS(status) : 99;
 }
 
-static void test_ns_pid_net_uts(void **state)
+static void run_all_ns(const char *skeleton)
 {
         NanoNsConfig c = {
                 .mode = NANO_ISOLATE_NS,
@@ -422,6 +508,7 @@ static void test_ns_pid_net_uts(void **state)
                 .release_dir = release,
                 .instance_dir = instance,
                 .hostname = "nano-test",
+                .skeleton = skeleton,
         };
         char created[PATH_MAX * 2];
         NanoError e;
@@ -432,6 +519,13 @@ static void test_ns_pid_net_uts(void **state)
         expect_ids = (Ids){geteuid(), getegid()};
         assert_int_equal(run_child(all_ns_child, &c, &e), 0);
         assert_int_equal(e.error, 0);
+}
+
+static void test_ns_pid_net_uts(void **state)
+{
+        run_all_ns(NULL);
+        if (skeleton_made[0])
+                run_all_ns(skeleton_made);
 }
 
 /* ---- rootfs mode. */
@@ -638,7 +732,8 @@ int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_ns),          cmocka_unit_test(test_ns_legacy_remount),
-                cmocka_unit_test(test_ns_map_root), cmocka_unit_test(test_ns_pid_net_uts),
+                cmocka_unit_test(test_ns_map_root), cmocka_unit_test(test_ns_skeleton),
+                cmocka_unit_test(test_ns_pid_net_uts),
                 cmocka_unit_test(test_rootfs),      cmocka_unit_test(test_binds_and_hide),
                 cmocka_unit_test(test_errors),
         };
