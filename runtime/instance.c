@@ -25,6 +25,10 @@
 #include "store.h"
 #include "util.h"
 
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+
 #define STOP_MAGIC 0x5a000000
 
 int instance_dir_path(const char *home, const char *name, char **ret)
@@ -519,6 +523,32 @@ int nano_instance_remove(const char *home, const char *name, bool force, NanoErr
         return 0;
 }
 
+/* Deletes parent_fd/trash in a child that nobody waits for: its caller, the foreground `nano run
+ * --rm`, is done once the instance's name and pin are gone, and the deletion (a synchronous block
+ * discard per directory freed, on ext4 without a journal mounted with discard) need not delay the
+ * exit the user waits for. The child has its own session (a Ctrl-C meant for the terminal's next
+ * command does not cut it short) and keeps no other fd: whoever reads our output sees its end at our
+ * exit. Where fork fails, the caller deletes it itself. */
+static int rm_rf_detached(int parent_fd, const char *trash)
+{
+        pid_t pid = fork();
+
+        if (pid < 0)
+                return -errno;
+        if (pid == 0) {
+                int fd = fcntl(parent_fd, F_DUPFD_CLOEXEC, 3);
+
+                (void)setsid();
+                if (fd >= 0 && syscall(SYS_close_range, 0u, (unsigned)fd - 1, 0u) == 0 &&
+                    syscall(SYS_close_range, (unsigned)fd + 1, ~0u, 0u) == 0)
+                        (void)rm_rf_at(fd, trash);
+                else
+                        (void)rm_rf_at(parent_fd, trash);
+                _exit(0);
+        }
+        return 0;
+}
+
 int instance_remove_owned(const char *home, const char *name, NanoStore *store, NanoCgroup *cg)
 {
         _cleanup_free_ char *instances = NULL, *pin = NULL;
@@ -528,7 +558,8 @@ int instance_remove_owned(const char *home, const char *name, NanoStore *store, 
         int r;
 
         /* What nano_instance_remove() does, without finding out again what the caller knows: no
-         * state or spec to parse, no store to open, no lock to wait for (the caller holds it). */
+         * state or spec to parse, no store to open, no lock to wait for (the caller holds it). The
+         * name and the pin go before we return; the files in a child we do not wait for. */
         if (cg)
                 (void)nano_cgroup_remove(cg, &e);
         if (asprintf(&instances, "%s/instances", home) < 0)
@@ -539,11 +570,13 @@ int instance_remove_owned(const char *home, const char *name, NanoStore *store, 
         snprintf(trash, sizeof trash, ".trash-%s-%ld", name, (long)getpid());
         if (renameat(ifd, name, ifd, trash) < 0)
                 return -errno;
+        if (asprintf(&pin, "instance:%s", name) >= 0)
+                (void)nano_store_unpin(store, pin, &e);
+        if (rm_rf_detached(ifd, trash) >= 0)
+                return 0;
         r = rm_rf_at(ifd, trash);
         if (r < 0)
                 log_debug_errno(r, "removing '%s/%s': %m", instances, trash);
-        if (asprintf(&pin, "instance:%s", name) >= 0)
-                (void)nano_store_unpin(store, pin, &e);
         return 0;
 }
 

@@ -263,6 +263,31 @@ def test_ns_isolation(hello, ns_ok, workdir):
     assert not os.path.exists(tmp)  # its /tmp was its own
 
 
+def test_ns_root_is_a_kept_skeleton(hello, ns_ok, nano_home):
+    """The ns root is a read-only bind of a skeleton in cache/root, made by the first run and used by
+    the next ones; a foreground --rm run's files go right after it, its name and pin at once."""
+    nano = hello
+    script = ("awk '$5 == \"/\" {print $4, $6}' /proc/self/mountinfo; ls /dev | tr '\\n' ' '; echo; "
+              "touch /new 2>&1; touch /dev/new 2>&1; echo x > /dev/null && echo null-ok")
+    first = nano("run", "--rm", "--name", "sk", "hello@1.0", "--", "sh", "-c", script).stdout.splitlines()
+    if not (nano_home / "cache" / "root").exists() or not os.listdir(nano_home / "cache" / "root"):
+        time.sleep(2.1)  # the host's '/' changed less than two seconds ago: no skeleton kept yet
+        first = nano("run", "--rm", "--name", "sk", "hello@1.0", "--", "sh", "-c", script).stdout.splitlines()
+    skels = os.listdir(nano_home / "cache" / "root")
+    assert len(skels) == 1 and skels[0].startswith("v1-"), skels
+    root, opts = first[0].split()
+    assert root.endswith("/cache/root/" + skels[0]) and opts.split(",")[0] == "ro", first
+    assert first[1].split() == sorted(["fd", "full", "null", "ptmx", "pts", "random", "shm", "stderr", "stdin",
+                                       "stdout", "tty", "urandom", "zero"]), first
+    assert "Read-only file system" in first[2] and "Read-only file system" in first[3], first
+    assert first[4] == "null-ok", first
+    assert "sk" not in ps(nano) and not (nano_home / "store" / "pins" / "instance:sk").exists()
+    wait_for(lambda: not [f for f in os.listdir(nano_home / "instances") if f.startswith(".trash-sk-")],
+             what="the trash of sk deleted")
+    second = nano("run", "--rm", "--name", "sk", "hello@1.0", "--", "sh", "-c", script).stdout.splitlines()
+    assert second[0] == first[0] and os.listdir(nano_home / "cache" / "root") == skels, (first, second)
+
+
 def test_ns_sees_its_instance_dir(hello, ns_ok, nano_home):
     nano = hello
     nano("run", "--name", "keep", "hello@1.0", "--", "sh", "-c", "echo mine > /nano/instance/file")
