@@ -76,6 +76,8 @@ typedef struct Node {
         Mnf *mnf;                   /* SYMLINK */
         uint8_t digest[32];         /* FILE */
         atomic_bool corrupt_logged; /* FILE: one log line per corrupt object and inode */
+        atomic_bool read_ahead;     /* FILE: its chunks were queued for decompression ahead */
+        _Atomic uint64_t read_next; /* FILE: where the last read ended */
 
         /* FILE: the blob, opened by the first read and kept while the node is on the list of open
          * blobs (bounded, most recently read first: file descriptors are finite). Under lock. */
@@ -145,6 +147,10 @@ int node_get_name(NanoFuse *f, const char *name, Node **ret);
 int node_get_entry(NanoFuse *f, Tree *t, uint32_t idx, Node **ret);
 void node_ref_static(NanoFuse *f, Node *n); /* root, by-id: counted for symmetry, never freed */
 
+/* Opens the object with that digest, asking the kernel to read it ahead whole when it is not large
+ * and readahead is set. */
+int object_blob_open(NanoFuse *f, const uint8_t digest[32], bool readahead, NanoBlob **ret);
+
 /* The blob of a FILE node, opened by the first call (checked against the node's size: -EBADMSG if it
  * differs), for one read: give it back with node_blob_put(). */
 int node_blob_get(NanoFuse *f, Node *n, NanoBlob **ret);
@@ -192,6 +198,9 @@ Prefetch *prefetch_free(Prefetch *p);
 
 /* Reads ahead the objects of the small files beside entry idx of tree t (once per directory). */
 void prefetch_siblings(Prefetch *p, const Tree *t, uint32_t idx);
+/* Decompresses the chunks of an object into the chunk cache in the background (dropped if the
+ * queue is full). */
+void prefetch_decompress(Prefetch *p, const uint8_t digest[32], uint64_t n_chunks);
 
 /* ---- fuse.c */
 

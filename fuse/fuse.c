@@ -722,6 +722,26 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         fuse_reply_open(req, fi);
 }
 
+/* A read this far from where the file's last read ended is out of order: the file is being paged in
+ * by faults or read at random, not streamed (a streaming reader's requests in flight can reach the
+ * workers in another order, but not this far apart). */
+#define READ_JUMP (UINT64_C(512) << 10)
+/* The largest file decompressed ahead (doc/mount.md), and at most a quarter of the chunk cache. */
+#define READ_AHEAD_MAX (UINT64_C(32) << 20)
+
+/* Queues the whole file for decompression ahead (prefetch.c) at its first out-of-order read. */
+static void read_ahead_maybe(NanoFuse *f, Node *n, NanoBlob *blob, uint64_t off, uint64_t end)
+{
+        uint64_t prev = atomic_exchange(&n->read_next, end);
+
+        if (off + READ_JUMP >= prev && off <= prev + READ_JUMP)
+                return;
+        if (nano_blob_n_chunks(blob) < 2 || nano_blob_size(blob) > MIN(READ_AHEAD_MAX, f->opts.cache_size / 4))
+                return;
+        if (!atomic_exchange(&n->read_ahead, true))
+                prefetch_decompress(f->prefetch, n->digest, nano_blob_n_chunks(blob));
+}
+
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
         NanoFuse *f = req_fs(req);
@@ -756,6 +776,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
         }
         shift = nano_blob_chunk_shift(blob);
         len = (size_t)MIN((uint64_t)size, fsize - (uint64_t)off);
+        read_ahead_maybe(f, n, blob, (uint64_t)off, (uint64_t)off + len);
         first = (uint64_t)off >> shift;
         n_chunks = (((uint64_t)off + len - 1) >> shift) - first + 1;
         if (n_chunks > ELEMENTSOF(chunks_stack)) {

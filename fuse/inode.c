@@ -264,14 +264,14 @@ static void node_blob_close_locked(NanoFuse *f, Node *n)
  * object (2.9 MB) waited for its trailer behind the rest; its first read took 5-13 ms cold, and
  * 1.7-3 ms with the end and the start first. A large object (a 1 GiB file read at random) is left to
  * the reads. */
-static int blob_open(NanoFuse *f, const uint8_t digest[32], NanoBlob **ret)
+int object_blob_open(NanoFuse *f, const uint8_t digest[32], bool readahead, NanoBlob **ret)
 {
         struct stat st;
         int fd = nano_store_open_object(f->store, digest), r;
 
         if (fd < 0)
                 return fd;
-        if (fstat(fd, &st) == 0 && st.st_size <= BLOB_READAHEAD_MAX) {
+        if (readahead && fstat(fd, &st) == 0 && st.st_size <= BLOB_READAHEAD_MAX) {
                 if (st.st_size > BLOB_READAHEAD_HEAD + BLOB_READAHEAD_TAIL) {
                         (void)posix_fadvise(fd, st.st_size - BLOB_READAHEAD_TAIL, BLOB_READAHEAD_TAIL,
                                             POSIX_FADV_WILLNEED);
@@ -295,7 +295,7 @@ int node_blob_get(NanoFuse *f, Node *n, NanoBlob **ret)
                 pthread_mutex_unlock(&f->lock);
                 /* Opening reads the chunk table: not under the lock. Two threads may race to open one
                  * blob; the loser closes its copy. */
-                r = blob_open(f, n->digest, &b);
+                r = object_blob_open(f, n->digest, true, &b);
                 if (r >= 0 && nano_blob_size(b) != n->size)
                         r = -EBADMSG;
                 if (r < 0) {
