@@ -18,13 +18,15 @@
 #define TRAILER_OFF_TRAILER_XXH3 24
 #define TRAILER_OFF_MAGIC        32
 
-/* A chunk table entry on disk: u64 end offset of the frame, u64 XXH3_64bits of the frame's bytes. */
+/* A chunk table entry on disk: u64 end offset of the frame, u64 XXH3_64bits of the frame's bytes.
+ * In a delta container, the end's top bit tells a delta frame. */
 #define TABLE_ENTRY_SIZE 16u
+#define END_DELTA        (UINT64_C(1) << 63)
 
 /* A chunk table entry in host byte order. The reader converts the table in place, entry by entry,
  * hence the same size as on disk. */
 typedef struct ChunkEntry {
-        uint64_t end;  /* offset one past the frame's last byte */
+        uint64_t end;  /* offset one past the frame's last byte, | END_DELTA for a delta frame */
         uint64_t xxh3; /* of the compressed frame, so that every stored bit is covered */
 } ChunkEntry;
 _Static_assert(sizeof(ChunkEntry) == TABLE_ENTRY_SIZE, "ChunkEntry must match the on-disk entry");
@@ -47,6 +49,10 @@ struct NanoBlobWriter {
         size_t n_chunks, n_allocated;
         bool partial; /* the last chunk was short: nothing may follow it */
         bool finished;
+        bool has_base;
+        uint8_t base_id[32];
+        uint64_t base_n_chunks;
+        uint64_t n_delta; /* delta frames written */
 };
 
 struct NanoBlob {
@@ -57,6 +63,10 @@ struct NanoBlob {
         uint64_t stored_size;
         ChunkEntry *chunks;
         uint64_t id; /* unique per open, keys the thread-local chunk cache */
+        bool delta;
+        uint8_t base_id[32];
+        uint64_t delta_span; /* 1 + the index of the last delta frame: the base needs that many chunks */
+        NanoBlob *base;      /* owned; NULL until nano_blob_set_base() */
 };
 
 /* Per-thread decompression state. One DCtx per thread keeps reads lock-free without creating a
@@ -69,6 +79,8 @@ typedef struct ThreadState {
         size_t frame_allocated;
         uint8_t *chunk;
         size_t chunk_allocated;
+        uint8_t *prefix; /* a base chunk, for the delta frame decompressed next */
+        size_t prefix_allocated;
         uint64_t cached_blob_id; /* 0: nothing cached */
         uint64_t cached_idx;
 } ThreadState;
@@ -93,6 +105,7 @@ static void thread_state_free(void *p)
         ZSTD_freeDCtx(t->dctx);
         free(t->frame);
         free(t->chunk);
+        free(t->prefix);
         free(t);
 }
 
@@ -208,8 +221,8 @@ NanoChunkCompressor *nano_chunk_compressor_free(NanoChunkCompressor *c)
         return NULL;
 }
 
-int nano_chunk_compress(NanoChunkCompressor *c, const void *data, size_t len, const void **ret_frame,
-                        size_t *ret_frame_size)
+static int chunk_compress(NanoChunkCompressor *c, const void *data, size_t len, const void *prefix,
+                          size_t prefix_len, const void **ret_frame, size_t *ret_frame_size)
 {
         size_t bound, n;
         int r;
@@ -222,13 +235,32 @@ int nano_chunk_compress(NanoChunkCompressor *c, const void *data, size_t len, co
         if (r < 0)
                 return r;
 
+        /* A prefix is raw content, used for the next frame only. */
+        if (prefix && ZSTD_isError(ZSTD_CCtx_refPrefix(c->cctx, prefix, prefix_len)))
+                return -EINVAL;
         n = ZSTD_compress2(c->cctx, c->buf, bound, data ?: "", len);
+        if (ZSTD_isError(n) && prefix)
+                (void)ZSTD_CCtx_refPrefix(c->cctx, NULL, 0); /* not left for the next frame */
         if (ZSTD_isError(n))
                 return ZSTD_getErrorCode(n) == ZSTD_error_memory_allocation ? -ENOMEM : -EIO;
 
         *ret_frame = c->buf;
         *ret_frame_size = n;
         return 0;
+}
+
+int nano_chunk_compress(NanoChunkCompressor *c, const void *data, size_t len, const void **ret_frame,
+                        size_t *ret_frame_size)
+{
+        return chunk_compress(c, data, len, NULL, 0, ret_frame, ret_frame_size);
+}
+
+int nano_chunk_compress_delta(NanoChunkCompressor *c, const void *data, size_t len, const void *prefix,
+                              size_t prefix_len, const void **ret_frame, size_t *ret_frame_size)
+{
+        if (!prefix || prefix_len == 0 || prefix_len > (size_t)1 << NANO_BLOB_CHUNK_SHIFT_MAX)
+                return -EINVAL;
+        return chunk_compress(c, data, len, prefix, prefix_len, ret_frame, ret_frame_size);
 }
 
 int nano_blob_writer_new(int fd, unsigned chunk_shift, NanoBlobWriter **ret)
@@ -267,12 +299,14 @@ NanoBlobWriter *nano_blob_writer_free(NanoBlobWriter *w)
         return NULL;
 }
 
-int nano_blob_writer_add_frame(NanoBlobWriter *w, const void *frame, size_t frame_size, size_t usize)
+static int add_frame(NanoBlobWriter *w, const void *frame, size_t frame_size, size_t usize, bool delta)
 {
         size_t chunk;
         int r;
 
         if (!w || !frame || w->finished)
+                return -EINVAL;
+        if (delta && (!w->has_base || w->n_chunks >= w->base_n_chunks))
                 return -EINVAL;
 
         chunk = (size_t)1 << w->chunk_shift;
@@ -304,10 +338,32 @@ int nano_blob_writer_add_frame(NanoBlobWriter *w, const void *frame, size_t fram
         /* The hash is of the bytes handed to pwrite(), so that whatever happens to them afterwards,
          * on disk or on the way there, fails at read time. */
         w->chunks[w->n_chunks++] = (ChunkEntry){
-                .end = w->offset,
+                .end = w->offset | (delta ? END_DELTA : 0),
                 .xxh3 = XXH3_64bits(frame, frame_size),
         };
+        w->n_delta += delta;
         w->partial = usize < chunk;
+        return 0;
+}
+
+int nano_blob_writer_add_frame(NanoBlobWriter *w, const void *frame, size_t frame_size, size_t usize)
+{
+        return add_frame(w, frame, frame_size, usize, false);
+}
+
+int nano_blob_writer_add_delta_frame(NanoBlobWriter *w, const void *frame, size_t frame_size, size_t usize)
+{
+        return add_frame(w, frame, frame_size, usize, true);
+}
+
+int nano_blob_writer_set_base(NanoBlobWriter *w, const NanoBlob *base, const uint8_t base_id[32])
+{
+        if (!w || !base || !base_id || w->finished || w->n_chunks > 0 || base->delta ||
+            base->chunk_shift != w->chunk_shift)
+                return -EINVAL;
+        w->has_base = true;
+        memcpy(w->base_id, base_id, 32);
+        w->base_n_chunks = base->n_chunks;
         return 0;
 }
 
@@ -339,8 +395,9 @@ int64_t nano_blob_writer_finish(NanoBlobWriter *w)
         if (!w || w->finished)
                 return -EINVAL;
 
-        /* n_chunks < 2^32 (checked on add), so this cannot overflow on 64-bit. */
-        table_size = w->n_chunks * TABLE_ENTRY_SIZE;
+        /* n_chunks < 2^32 (checked on add), so this cannot overflow on 64-bit. A delta container's
+         * base id follows its table, covered by the table's checksum. */
+        table_size = w->n_chunks * TABLE_ENTRY_SIZE + (w->n_delta > 0 ? NANO_BLOB_BASE_ID_SIZE : 0);
         total = table_size + NANO_BLOB_TRAILER_SIZE;
         buf = malloc(total);
         if (!buf)
@@ -349,6 +406,14 @@ int64_t nano_blob_writer_finish(NanoBlobWriter *w)
         for (size_t i = 0; i < w->n_chunks; i++) {
                 le64_write(buf + i * TABLE_ENTRY_SIZE, w->chunks[i].end);
                 le64_write(buf + i * TABLE_ENTRY_SIZE + 8, w->chunks[i].xxh3);
+        }
+        if (w->n_delta > 0) {
+                memcpy(buf + w->n_chunks * TABLE_ENTRY_SIZE, w->base_id, NANO_BLOB_BASE_ID_SIZE);
+                /* The header was written plain: the first frames could not know whether a delta
+                 * would follow. */
+                r = pwrite_all(w->fd, NANO_BLOB_MAGIC_DELTA, NANO_BLOB_HEADER_SIZE, 0);
+                if (r < 0)
+                        return r;
         }
 
         trailer = buf + table_size;
@@ -376,9 +441,10 @@ int nano_blob_open_fd(int fd, NanoBlob **ret)
 {
         _cleanup_free_ ChunkEntry *chunks = NULL;
         uint8_t header[NANO_BLOB_HEADER_SIZE], trailer[NANO_BLOB_TRAILER_SIZE];
-        uint64_t file_size, size, n_chunks, table_off, prev, max_frame;
+        uint64_t file_size, size, n_chunks, table_off, prev, max_frame, delta_span = 0;
         unsigned chunk_shift;
-        size_t table_size;
+        size_t table_size, extra;
+        bool delta;
         struct stat st;
         NanoBlob *b;
         ssize_t n;
@@ -396,8 +462,12 @@ int nano_blob_open_fd(int fd, NanoBlob **ret)
         n = pread_full(fd, header, sizeof(header), 0);
         if (n < 0)
                 return (int)n;
-        if ((size_t)n != sizeof(header) || memcmp(header, NANO_BLOB_MAGIC, NANO_BLOB_HEADER_SIZE) != 0)
+        if ((size_t)n != sizeof(header))
                 return -EBADMSG;
+        delta = memcmp(header, NANO_BLOB_MAGIC_DELTA, NANO_BLOB_HEADER_SIZE) == 0;
+        if (!delta && memcmp(header, NANO_BLOB_MAGIC, NANO_BLOB_HEADER_SIZE) != 0)
+                return -EBADMSG;
+        extra = delta ? NANO_BLOB_BASE_ID_SIZE : 0;
 
         n = pread_full(fd, trailer, sizeof(trailer), (off_t)(file_size - NANO_BLOB_TRAILER_SIZE));
         if (n < 0)
@@ -414,22 +484,23 @@ int nano_blob_open_fd(int fd, NanoBlob **ret)
             size > NANO_BLOB_SIZE_MAX || n_chunks != DIV_ROUND_UP(size, UINT64_C(1) << chunk_shift))
                 return -EBADMSG;
 
-        /* The table must fit between the header and the trailer: this bounds the allocation below by
-         * the file size, whatever n_chunks claims. */
-        if (n_chunks > (file_size - NANO_BLOB_MIN_SIZE) / TABLE_ENTRY_SIZE)
+        /* The table (and base id) must fit between the header and the trailer: this bounds the
+         * allocation below by the file size, whatever n_chunks claims. */
+        if (file_size < NANO_BLOB_MIN_SIZE + extra ||
+            n_chunks > (file_size - NANO_BLOB_MIN_SIZE - extra) / TABLE_ENTRY_SIZE)
                 return -EBADMSG;
         table_size = (size_t)n_chunks * TABLE_ENTRY_SIZE;
-        table_off = file_size - NANO_BLOB_TRAILER_SIZE - table_size;
+        table_off = file_size - NANO_BLOB_TRAILER_SIZE - extra - table_size;
 
-        chunks = malloc(MAX(table_size, (size_t)1));
+        chunks = malloc(table_size + extra + 1);
         if (!chunks)
                 return -ENOMEM;
 
-        n = pread_full(fd, chunks, table_size, (off_t)table_off);
+        n = pread_full(fd, chunks, table_size + extra, (off_t)table_off);
         if (n < 0)
                 return (int)n;
-        if ((size_t)n != table_size ||
-            le64_read(trailer + TRAILER_OFF_TABLE_XXH3) != XXH3_64bits(chunks, table_size))
+        if ((size_t)n != table_size + extra ||
+            le64_read(trailer + TRAILER_OFF_TABLE_XXH3) != XXH3_64bits(chunks, table_size + extra))
                 return -EBADMSG;
 
         /* Converted in place from little endian: each entry is read whole before it is overwritten.
@@ -439,14 +510,18 @@ int nano_blob_open_fd(int fd, NanoBlob **ret)
         max_frame = frame_size_max(chunk_shift);
         for (size_t i = 0; i < n_chunks; i++) {
                 const uint8_t *raw = (const uint8_t *)(chunks + i);
-                uint64_t end = le64_read(raw), xxh3 = le64_read(raw + 8);
+                uint64_t end = le64_read(raw), xxh3 = le64_read(raw + 8), flag = end & END_DELTA;
 
-                if (end <= prev || end - prev > max_frame)
+                end &= ~END_DELTA;
+                if (end <= prev || end - prev > max_frame || (flag && !delta))
                         return -EBADMSG;
-                chunks[i] = (ChunkEntry){.end = end, .xxh3 = xxh3};
+                if (flag)
+                        delta_span = i + 1;
+                chunks[i] = (ChunkEntry){.end = end | flag, .xxh3 = xxh3};
                 prev = end;
         }
-        if (prev != table_off)
+        /* A delta container holds at least one delta frame: a writer with none writes a plain one. */
+        if (prev != table_off || (delta && delta_span == 0))
                 return -EBADMSG;
 
         b = calloc(1, sizeof(NanoBlob));
@@ -458,9 +533,13 @@ int nano_blob_open_fd(int fd, NanoBlob **ret)
                 .size = size,
                 .n_chunks = n_chunks,
                 .stored_size = file_size,
-                .chunks = TAKE_PTR(chunks),
                 .id = __atomic_add_fetch(&blob_id_counter, 1, __ATOMIC_RELAXED),
+                .delta = delta,
+                .delta_span = delta_span,
         };
+        if (delta)
+                memcpy(b->base_id, (const uint8_t *)chunks + table_size, NANO_BLOB_BASE_ID_SIZE);
+        b->chunks = TAKE_PTR(chunks);
 
         *ret = b;
         return 0;
@@ -472,8 +551,27 @@ NanoBlob *nano_blob_free(NanoBlob *b)
                 return NULL;
         safe_close(b->fd);
         free(b->chunks);
+        nano_blob_free(b->base);
         free(b);
         return NULL;
+}
+
+bool nano_blob_is_delta(const NanoBlob *b, uint8_t ret_base_id[32])
+{
+        if (b->delta && ret_base_id)
+                memcpy(ret_base_id, b->base_id, 32);
+        return b->delta;
+}
+
+int nano_blob_set_base(NanoBlob *b, NanoBlob *base)
+{
+        if (!b || !base || !b->delta || b == base)
+                return -EINVAL;
+        if (base->delta || base->chunk_shift != b->chunk_shift || base->n_chunks < b->delta_span)
+                return -EBADMSG;
+        nano_blob_free(b->base);
+        b->base = base;
+        return 0;
 }
 
 uint64_t nano_blob_size(const NanoBlob *b)
@@ -503,11 +601,18 @@ static size_t chunk_length(const NanoBlob *b, uint64_t idx)
         return (size_t)(b->size - (idx << b->chunk_shift));
 }
 
-/* Decompresses chunk idx (< n_chunks) into dst, which holds exactly the chunk's length. */
-static int decompress_chunk(NanoBlob *b, ThreadState *t, uint64_t idx, void *dst)
+static uint64_t frame_end(const NanoBlob *b, uint64_t idx)
 {
-        uint64_t start = idx > 0 ? b->chunks[idx - 1].end : NANO_BLOB_HEADER_SIZE;
-        size_t frame_size = (size_t)(b->chunks[idx].end - start), len = chunk_length(b, idx), n;
+        return b->chunks[idx].end & ~END_DELTA;
+}
+
+/* Decompresses frame idx (< n_chunks) into dst, which holds exactly the chunk's length, with prefix
+ * (prefix_len bytes) as the frame's prefix if not NULL. */
+static int decompress_frame(NanoBlob *b, ThreadState *t, uint64_t idx, void *dst, const void *prefix,
+                            size_t prefix_len)
+{
+        uint64_t start = idx > 0 ? frame_end(b, idx - 1) : NANO_BLOB_HEADER_SIZE;
+        size_t frame_size = (size_t)(frame_end(b, idx) - start), len = chunk_length(b, idx), n;
         ssize_t k;
         int r;
 
@@ -531,13 +636,38 @@ static int decompress_chunk(NanoBlob *b, ThreadState *t, uint64_t idx, void *dst
                 return -EBADMSG;
 
         /* Verifies the frame's XXH64 content checksum; dst's capacity is exactly the chunk length, so
-         * a frame that lies about its size fails instead of writing past it. */
+         * a frame that lies about its size fails instead of writing past it. The prefix is raw content
+         * (never parsed as a dictionary), for this frame only. */
+        if (prefix && ZSTD_isError(ZSTD_DCtx_refPrefix(t->dctx, prefix, prefix_len)))
+                return -ENOMEM;
         n = ZSTD_decompressDCtx(t->dctx, dst, len, t->frame, frame_size);
         if (ZSTD_isError(n))
                 return ZSTD_getErrorCode(n) == ZSTD_error_memory_allocation ? -ENOMEM : -EBADMSG;
         if (n != len)
                 return -EBADMSG;
         return 0;
+}
+
+/* Decompresses chunk idx (< n_chunks) into dst, which holds exactly the chunk's length: a delta frame
+ * after its base's chunk of the same index. */
+static int decompress_chunk(NanoBlob *b, ThreadState *t, uint64_t idx, void *dst)
+{
+        size_t prefix_len;
+        int r;
+
+        if (!(b->chunks[idx].end & END_DELTA))
+                return decompress_frame(b, t, idx, dst, NULL, 0);
+        if (!b->base)
+                return -ENOLINK;
+        /* idx < base->n_chunks: nano_blob_set_base() checked the delta span. */
+        prefix_len = chunk_length(b->base, idx);
+        r = buffer_reserve(&t->prefix, &t->prefix_allocated, (size_t)1 << b->chunk_shift);
+        if (r < 0)
+                return r;
+        r = decompress_frame(b->base, t, idx, t->prefix, NULL, 0);
+        if (r < 0)
+                return r;
+        return decompress_frame(b, t, idx, dst, t->prefix, prefix_len);
 }
 
 ssize_t nano_blob_read_chunk(NanoBlob *b, uint64_t idx, void *buf)

@@ -923,6 +923,284 @@ static void test_cache_isolation(void **state)
         }
 }
 
+/* ---- Delta containers. */
+
+/* Writes data as a delta of base (chunk i against the base's chunk i where the base has one). */
+static int64_t write_delta(int fd, unsigned shift, const uint8_t *data, size_t size, NanoBlob *base,
+                           const uint8_t base_id[32])
+{
+        _cleanup_(nano_chunk_compressor_freep) NanoChunkCompressor *c = NULL;
+        _cleanup_(nano_blob_writer_freep) NanoBlobWriter *w = NULL;
+        size_t chunk = (size_t)1 << shift;
+        _cleanup_free_ uint8_t *prefix = malloc(chunk);
+        int64_t total;
+
+        assert_non_null(prefix);
+        assert_int_equal(nano_chunk_compressor_new(NANO_BLOB_LEVEL_DEFAULT, &c), 0);
+        assert_int_equal(nano_blob_writer_new(fd, shift, &w), 0);
+        assert_int_equal(nano_blob_writer_set_base(w, base, base_id), 0);
+        for (size_t off = 0, i = 0; off < size; off += chunk, i++) {
+                size_t len = MIN(chunk, size - off);
+                if (i < nano_blob_n_chunks(base)) {
+                        const void *frame;
+                        size_t n;
+                        ssize_t plen = nano_blob_read_chunk(base, i, prefix);
+                        assert_true(plen > 0);
+                        assert_int_equal(
+                                nano_chunk_compress_delta(c, data + off, len, prefix, (size_t)plen, &frame, &n), 0);
+                        assert_int_equal(nano_blob_writer_add_delta_frame(w, frame, n, len), 0);
+                } else
+                        assert_int_equal(nano_blob_writer_add_chunk(w, c, data + off, len), 0);
+        }
+        total = nano_blob_writer_finish(w);
+        assert_true(total >= (int64_t)NANO_BLOB_MIN_SIZE);
+        return total;
+}
+
+typedef struct DeltaFixture {
+        unsigned shift;
+        size_t size, base_size;
+        uint8_t *data, *base_data;
+        uint8_t base_id[32];
+        int base_fd, fd;
+        int64_t plain_size, delta_size;
+} DeltaFixture;
+
+/* A base of 5.5 chunks of random bytes (incompressible, so only the base can shrink the delta) and a
+ * new version: a few bytes changed in chunks 0 and 3, and 2 chunks more at the end. */
+static void delta_fixture(DeltaFixture *f)
+{
+        _cleanup_(nano_blob_freep) NanoBlob *base = NULL;
+        int plain_fd = new_memfd();
+        size_t chunk;
+
+        *f = (DeltaFixture){ .shift = 12 };
+        chunk = (size_t)1 << f->shift;
+        f->base_size = 5 * chunk + chunk / 2;
+        f->size = f->base_size + 2 * chunk;
+        f->base_data = make_data(f->base_size, false, 11);
+        f->data = make_data(f->size, false, 12);
+        memcpy(f->data, f->base_data, f->base_size);
+        memcpy(f->data + 100, "changed!", 8);
+        memcpy(f->data + 3 * chunk + 17, "and here", 8);
+        memset(f->base_id, 0x42, sizeof f->base_id);
+
+        f->base_fd = new_memfd();
+        write_blob(f->base_fd, f->shift, f->base_data, f->base_size);
+        f->plain_size = write_blob(plain_fd, f->shift, f->data, f->size);
+        safe_close(plain_fd);
+        assert_int_equal(open_dup(f->base_fd, &base), 0);
+        f->fd = new_memfd();
+        f->delta_size = write_delta(f->fd, f->shift, f->data, f->size, base, f->base_id);
+}
+
+static void delta_fixture_done(DeltaFixture *f)
+{
+        free(f->data);
+        free(f->base_data);
+        safe_close(f->base_fd);
+        safe_close(f->fd);
+}
+
+static void test_delta_roundtrip(void **state)
+{
+        _cleanup_(nano_blob_freep) NanoBlob *b = NULL;
+        NanoBlob *base = NULL;
+        DeltaFixture f;
+        uint8_t id[32], buf[16];
+        char magic[8];
+
+        (void)state;
+        delta_fixture(&f);
+        /* The 5.5 chunks the base has cost next to nothing; the 2 new ones what they cost alone. */
+        assert_true(f.delta_size < f.plain_size * 2 / 5);
+        assert_int_equal(pread(f.fd, magic, 8, 0), 8);
+        assert_memory_equal(magic, NANO_BLOB_MAGIC_DELTA, 8);
+
+        assert_int_equal(open_dup(f.fd, &b), 0);
+        assert_true(nano_blob_is_delta(b, id));
+        assert_memory_equal(id, f.base_id, 32);
+        /* Without its base, the delta frames cannot be read; the plain ones can. */
+                assert_int_equal(nano_blob_pread(b, buf, sizeof buf, 0), -ENOLINK);
+        assert_int_equal(nano_blob_pread(b, buf, sizeof buf, f.size - sizeof buf), (ssize_t)sizeof buf);
+        assert_memory_equal(buf, f.data + f.size - sizeof buf, sizeof buf);
+
+        assert_int_equal(open_dup(f.base_fd, &base), 0);
+        assert_false(nano_blob_is_delta(base, NULL));
+        assert_int_equal(nano_blob_set_base(b, base), 0);
+        check_contents(b, f.data, f.size);
+        delta_fixture_done(&f);
+}
+
+static void test_delta_rules(void **state)
+{
+        _cleanup_(nano_blob_freep) NanoBlob *b = NULL, *plain = NULL, *other_shift = NULL, *short_base = NULL,
+                                            *delta_base = NULL;
+        _cleanup_(nano_chunk_compressor_freep) NanoChunkCompressor *c = NULL;
+        _cleanup_(nano_blob_writer_freep) NanoBlobWriter *w = NULL;
+        _cleanup_close_ int fd13 = new_memfd(), fd_short = new_memfd(), wfd = new_memfd();
+        DeltaFixture f;
+        const void *frame;
+        size_t n;
+        char magic[8];
+
+        (void)state;
+        delta_fixture(&f);
+        assert_int_equal(open_dup(f.fd, &b), 0);
+        assert_int_equal(open_dup(f.base_fd, &plain), 0);
+
+        /* Not a base: another chunk size, too few chunks for the delta frames, a delta itself. */
+        write_blob(fd13, 13, f.base_data, f.base_size);
+        assert_int_equal(open_dup(fd13, &other_shift), 0);
+        assert_int_equal(nano_blob_set_base(b, other_shift), -EBADMSG);
+        write_blob(fd_short, f.shift, f.base_data, 3 * ((size_t)1 << f.shift));
+        assert_int_equal(open_dup(fd_short, &short_base), 0);
+        assert_int_equal(nano_blob_set_base(b, short_base), -EBADMSG);
+        assert_int_equal(open_dup(f.fd, &delta_base), 0);
+        assert_int_equal(nano_blob_set_base(b, delta_base), -EBADMSG);
+        /* A plain container takes no base. */
+        assert_int_equal(nano_blob_set_base(plain, short_base), -EINVAL);
+
+        /* The writer refuses the same. */
+        assert_int_equal(nano_chunk_compressor_new(NANO_BLOB_LEVEL_DEFAULT, &c), 0);
+        assert_int_equal(nano_blob_writer_new(wfd, f.shift, &w), 0);
+        assert_int_equal(nano_chunk_compress_delta(c, f.data, 4096, f.base_data, 4096, &frame, &n), 0);
+        assert_int_equal(nano_blob_writer_add_delta_frame(w, frame, n, 4096), -EINVAL); /* no base */
+        assert_int_equal(nano_blob_writer_set_base(w, delta_base, f.base_id), -EINVAL);
+        assert_int_equal(nano_blob_writer_set_base(w, other_shift, f.base_id), -EINVAL);
+        assert_int_equal(nano_blob_writer_set_base(w, short_base, f.base_id), 0);
+        for (unsigned i = 0; i < 3; i++) {
+                assert_int_equal(nano_chunk_compress_delta(c, f.data + 4096 * i, 4096, f.base_data + 4096 * i, 4096,
+                                                           &frame, &n),
+                                 0);
+                assert_int_equal(nano_blob_writer_add_delta_frame(w, frame, n, 4096), 0);
+        }
+        /* The base has 3 chunks: a 4th delta frame has nothing to refer to. */
+        assert_int_equal(nano_chunk_compress_delta(c, f.data + 4096 * 3, 4096, f.base_data, 4096, &frame, &n), 0);
+        assert_int_equal(nano_blob_writer_add_delta_frame(w, frame, n, 4096), -EINVAL);
+        w = nano_blob_writer_free(w);
+
+        /* A writer given a base but no delta frame writes a plain container. */
+        assert_int_equal(ftruncate(wfd, 0), 0);
+        assert_int_equal(nano_blob_writer_new(wfd, f.shift, &w), 0);
+        assert_int_equal(nano_blob_writer_set_base(w, plain, f.base_id), 0);
+        assert_int_equal(nano_blob_writer_add_chunk(w, c, f.data, 4096), 0);
+        assert_true(nano_blob_writer_finish(w) > 0);
+        assert_int_equal(pread(wfd, magic, 8, 0), 8);
+        assert_memory_equal(magic, NANO_BLOB_MAGIC, 8);
+        assert_int_equal(fd_size(wfd), 8 + (table_entry(wfd, 1, 0) - 8) + 16 + NANO_BLOB_TRAILER_SIZE);
+        delta_fixture_done(&f);
+}
+
+/* Rewrites the table and trailer checksums of a plain container after its table was edited. */
+static void reseal_table(int fd, uint64_t n_chunks)
+{
+        uint64_t off = table_off(fd, n_chunks);
+        size_t table_size = ENTRY_SIZE * n_chunks;
+        _cleanup_free_ uint8_t *table = malloc(table_size);
+        uint8_t trailer[NANO_BLOB_TRAILER_SIZE];
+
+        assert_non_null(table);
+        assert_int_equal(pread_full(fd, table, table_size, (off_t)off), (ssize_t)table_size);
+        assert_int_equal(pread_full(fd, trailer, sizeof trailer, (off_t)(off + table_size)), (ssize_t)sizeof trailer);
+        le64_write(trailer + 16, XXH3_64bits(table, table_size));
+        le64_write(trailer + 24, XXH3_64bits(trailer, 24));
+        assert_int_equal(pwrite_all(fd, trailer, sizeof trailer, (off_t)(off + table_size)), 0);
+}
+
+/* Damage anywhere gives -EBADMSG, never other bytes: in the base's frames, in the base id, with the
+ * wrong base, with a delta flag in a plain container or a delta magic without a base id. */
+static void test_delta_corruption(void **state)
+{
+        size_t chunk = 4096;
+        uint64_t n_chunks, toff;
+        DeltaFixture f;
+        uint8_t buf[64];
+
+        (void)state;
+        delta_fixture(&f);
+        n_chunks = DIV_ROUND_UP(f.size, chunk);
+        toff = fd_size(f.fd) - NANO_BLOB_TRAILER_SIZE - NANO_BLOB_BASE_ID_SIZE - ENTRY_SIZE * n_chunks;
+
+        /* A flipped byte in the base's frame 3: the delta's chunk 3 fails, its chunk 2 reads. */
+        {
+                _cleanup_(nano_blob_freep) NanoBlob *b = NULL;
+                NanoBlob *base = NULL;
+                uint64_t bn = DIV_ROUND_UP(f.base_size, chunk);
+                uint64_t at = frame_start(f.base_fd, bn, 3) + 5;
+                xor_byte(f.base_fd, at, 0x10);
+                assert_int_equal(open_dup(f.fd, &b), 0);
+                assert_int_equal(open_dup(f.base_fd, &base), 0);
+                assert_int_equal(nano_blob_set_base(b, base), 0);
+                assert_int_equal(nano_blob_pread(b, buf, sizeof buf, 3 * chunk + 10), -EBADMSG);
+                assert_int_equal(nano_blob_pread(b, buf, sizeof buf, 2 * chunk + 10), (ssize_t)sizeof buf);
+                assert_memory_equal(buf, f.data + 2 * chunk + 10, sizeof buf);
+                xor_byte(f.base_fd, at, 0x10);
+        }
+        /* The wrong base (same size and chunks, other bytes): each delta frame fails its checksum. */
+        {
+                _cleanup_(nano_blob_freep) NanoBlob *b = NULL;
+                _cleanup_free_ uint8_t *other = make_data(f.base_size, false, 99);
+                NanoBlob *base = NULL;
+                int ofd = new_memfd();
+                write_blob(ofd, f.shift, other, f.base_size);
+                assert_int_equal(open_dup(ofd, &base), 0);
+                safe_close(ofd);
+                assert_int_equal(open_dup(f.fd, &b), 0);
+                assert_int_equal(nano_blob_set_base(b, base), 0);
+                for (uint64_t i = 0; i < DIV_ROUND_UP(f.base_size, chunk); i++)
+                        assert_int_equal(nano_blob_pread(b, buf, sizeof buf, i * chunk), -EBADMSG);
+        }
+        /* A flipped bit of the base id: the table checksum covers it. */
+        {
+                NanoBlob *b = NULL;
+                xor_byte(f.fd, toff + ENTRY_SIZE * n_chunks + 7, 0x01);
+                assert_int_equal(open_dup(f.fd, &b), -EBADMSG);
+                xor_byte(f.fd, toff + ENTRY_SIZE * n_chunks + 7, 0x01);
+        }
+        /* The delta magic turned plain: the base id is read as part of the table, which fails. */
+        {
+                NanoBlob *b = NULL;
+                assert_int_equal(pwrite_all(f.fd, NANO_BLOB_MAGIC, 8, 0), 0);
+                assert_int_equal(open_dup(f.fd, &b), -EBADMSG);
+                assert_int_equal(pwrite_all(f.fd, NANO_BLOB_MAGIC_DELTA, 8, 0), 0);
+        }
+        /* A plain container with a delta flag in its table, resealed: refused. And the delta magic on
+         * a plain container: no base id where it should be, refused. */
+        {
+                _cleanup_close_ int pfd = new_memfd();
+                NanoBlob *b = NULL;
+                uint8_t e[8];
+                write_blob(pfd, f.shift, f.base_data, f.base_size);
+                uint64_t bn = DIV_ROUND_UP(f.base_size, chunk);
+                assert_int_equal(pread(pfd, e, 8, (off_t)table_off(pfd, bn)), 8);
+                e[7] |= 0x80;
+                assert_int_equal(pwrite_all(pfd, e, 8, (off_t)table_off(pfd, bn)), 0);
+                reseal_table(pfd, bn);
+                assert_int_equal(open_dup(pfd, &b), -EBADMSG);
+                e[7] &= 0x7f;
+                assert_int_equal(pwrite_all(pfd, e, 8, (off_t)table_off(pfd, bn)), 0);
+                reseal_table(pfd, bn);
+                assert_int_equal(open_dup(pfd, &b), 0);
+                b = nano_blob_free(b);
+                assert_int_equal(pwrite_all(pfd, NANO_BLOB_MAGIC_DELTA, 8, 0), 0);
+                assert_int_equal(open_dup(pfd, &b), -EBADMSG);
+        }
+        /* A flipped byte in a delta frame: -EBADMSG for its chunk only. */
+        {
+                _cleanup_(nano_blob_freep) NanoBlob *b = NULL;
+                NanoBlob *base = NULL;
+                xor_byte(f.fd, 8 + 3, 0x04); /* frame 0 */
+                assert_int_equal(open_dup(f.fd, &b), 0);
+                assert_int_equal(open_dup(f.base_fd, &base), 0);
+                assert_int_equal(nano_blob_set_base(b, base), 0);
+                assert_int_equal(nano_blob_pread(b, buf, sizeof buf, 0), -EBADMSG);
+                assert_int_equal(nano_blob_pread(b, buf, sizeof buf, chunk), (ssize_t)sizeof buf);
+                assert_memory_equal(buf, f.data + chunk, sizeof buf);
+        }
+        delta_fixture_done(&f);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -939,6 +1217,9 @@ int main(void)
                 cmocka_unit_test(test_parallel_compress),
                 cmocka_unit_test(test_concurrent_reads),
                 cmocka_unit_test(test_cache_isolation),
+                cmocka_unit_test(test_delta_roundtrip),
+                cmocka_unit_test(test_delta_rules),
+                cmocka_unit_test(test_delta_corruption),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);
