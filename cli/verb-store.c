@@ -33,13 +33,14 @@ static const char store_help[] =
         "Run 'nano store COMMAND --help' for a command's options.\n";
 
 typedef struct Opts {
-        bool json, quiet, repair, progress;
+        bool json, quiet, repair, progress, no_delta;
         const char *name, *version;
         int level;
         unsigned chunk_shift, threads;
 } Opts;
 
-enum { OPT_JSON = 0x100, OPT_NAME, OPT_VERSION, OPT_LEVEL, OPT_CHUNK, OPT_THREADS, OPT_REPAIR, OPT_NO_PROGRESS };
+enum { OPT_JSON = 0x100, OPT_NAME, OPT_VERSION, OPT_LEVEL, OPT_CHUNK, OPT_THREADS, OPT_REPAIR, OPT_NO_PROGRESS,
+       OPT_NO_DELTA };
 
 /* Parses the options every store verb may take; returns the index of the first operand, or < 0 with
  * an exit code (negated) already decided, e.g. for --help. */
@@ -56,6 +57,7 @@ static int parse(int argc, char **argv, Opts *o, const char *accepted, const cha
                 { "threads", required_argument, NULL, OPT_THREADS },
                 { "repair", no_argument, NULL, OPT_REPAIR },
                 { "no-progress", no_argument, NULL, OPT_NO_PROGRESS },
+                { "no-delta", no_argument, NULL, OPT_NO_DELTA },
                 {},
         };
         int c, idx;
@@ -78,6 +80,7 @@ static int parse(int argc, char **argv, Opts *o, const char *accepted, const cha
                 case OPT_VERSION: o->version = optarg; break;
                 case OPT_REPAIR: o->repair = true; break;
                 case OPT_NO_PROGRESS: o->progress = false; break;
+                case OPT_NO_DELTA: o->no_delta = true; break;
                 case OPT_LEVEL: {
                         char *end;
                         long l = strtol(optarg, &end, 10);
@@ -175,8 +178,10 @@ static int verb_add(int argc, char **argv)
                 "\n"
                 "Import a directory, a tarball (any compression libarchive reads) or a Debian .deb as\n"
                 "release NAME@VERSION, and print 'NAME@VERSION sha256:<id>'. Content already in the\n"
-                "store is not stored again. Setuid, setgid and sticky bits are stripped (with a\n"
-                "warning); devices, fifos and sockets, absolute paths and '..' are refused.\n"
+                "store is not stored again, and a file that changed since the version of NAME added\n"
+                "last is stored as a delta of that version's file where that is smaller. Setuid, setgid\n"
+                "and sticky bits are stripped (with a warning); devices, fifos and sockets, absolute\n"
+                "paths and '..' are refused.\n"
                 "\n"
                 "Options:\n"
                 "  --name NAME        release name   ([A-Za-z0-9][A-Za-z0-9._+-]{0,127})\n"
@@ -184,6 +189,7 @@ static int verb_add(int argc, char **argv)
                 "  --level N          zstd level, 1..19 (default 3)\n"
                 "  --chunk-size SIZE  chunk size, a power of two from 4K to 16M (default 128K)\n"
                 "  --threads N        compression threads (default: one per CPU)\n"
+                "  --no-delta         compress every file on its own, never as a delta\n"
                 "  --no-progress      no progress line (it is shown only on a terminal)\n"
                 "  --json             print the result as JSON\n"
                 "  -q, --quiet        print nothing on success\n";
@@ -195,7 +201,8 @@ static int verb_add(int argc, char **argv)
         uint64_t start = now_ns();
         int r;
 
-        r = parse(argc, argv, &o, "json quiet name version level chunk-size threads no-progress", help);
+        r = parse(argc, argv, &o, "json quiet name version level chunk-size threads no-progress no-delta",
+                  help);
         if (r < 0)
                 return parse_exit(r);
         if (argc - r != 1)
@@ -216,6 +223,7 @@ static int verb_add(int argc, char **argv)
                 .level = o.level,
                 .chunk_shift = o.chunk_shift,
                 .threads = o.threads,
+                .no_delta = o.no_delta,
                 .progress = o.progress && !o.quiet && !o.json && isatty(STDERR_FILENO) ? add_progress : NULL,
                 .warning = add_warning,
         };
@@ -470,8 +478,9 @@ static int verb_cat(int argc, char **argv)
         if (r < 0) {
                 log_error_errno(r, "cannot open the content of '%s' in %s: %s", path, release,
                                 r == -ENOENT ? "missing from the store (run 'nano store fsck')" :
+                                r == -ENOLINK ? "the object it is a delta of is missing (run 'nano store fsck')" :
                                 r == -EBADMSG ? "corrupt (run 'nano store fsck')" : "%m");
-                return r == -ENOENT ? NANO_EXIT_CORRUPT : exit_code_from_errno(r);
+                return r == -ENOENT || r == -ENOLINK ? NANO_EXIT_CORRUPT : exit_code_from_errno(r);
         }
         buf = malloc((size_t)1 << nano_blob_chunk_shift(b));
         if (!buf)
@@ -581,6 +590,10 @@ static int verb_gc(int argc, char **argv)
                 log_warning("%llu releases have a manifest that cannot be read: no object was removed (run "
                             "'nano store fsck')",
                             (unsigned long long)res.unreadable);
+        if (res.unreadable_objects > 0)
+                log_warning("%llu objects in use are delta objects whose container cannot be read: no object "
+                            "was removed (run 'nano store fsck')",
+                            (unsigned long long)res.unreadable_objects);
         if (o.json) {
                 json_object *j = json_object_new_object();
                 json_add_u64(j, "objects", res.objects);

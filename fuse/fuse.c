@@ -768,6 +768,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
                 char what[128];
                 snprintf(what, sizeof what, "%s: reading it gets EIO",
                          r == -ENOENT    ? "is missing from the store"
+                         : r == -ENOLINK ? "is a delta of an object missing from the store"
                          : r == -EBADMSG ? "is corrupt (its chunk table or trailer)"
                                          : "cannot be opened");
                 report_object(f, n, r, what);

@@ -280,8 +280,13 @@ int object_blob_open(NanoFuse *f, const uint8_t digest[32], bool readahead, Nano
                 (void)posix_fadvise(fd, 0, 0, POSIX_FADV_WILLNEED);
         }
         r = nano_blob_open_fd(fd, ret);
-        if (r < 0)
+        if (r < 0) {
                 safe_close(fd);
+                return r;
+        }
+        r = nano_store_blob_set_base(f->store, *ret); /* a delta object reads its base too */
+        if (r < 0)
+                *ret = nano_blob_free(*ret);
         return r;
 }
 

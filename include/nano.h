@@ -58,6 +58,7 @@ typedef struct NanoAddOptions {
         int level;            /* zstd level; 0 means the default (3) */
         unsigned chunk_shift; /* log2 of the chunk size; 0 means the default (17: 128 KiB) */
         unsigned threads;     /* compression threads; 0 means one per CPU */
+        bool no_delta;        /* compress every file on its own, never against the previous version's */
         /* Called from the importing thread at most every 100 ms, and once at the end. */
         void (*progress)(const NanoImportProgress *p, void *userdata);
         /* Non-fatal notes about the input (a setuid bit stripped…). */
@@ -93,7 +94,8 @@ int nano_store_resolve(NanoStore *s, const char *release, uint8_t ret[32], NanoE
 int nano_store_remove(NanoStore *s, const char *release, NanoError *err);
 /* Opens (and validates) the manifest with that id. */
 int nano_store_open_manifest(NanoStore *s, const uint8_t id[32], NanoManifest **ret);
-/* Opens the object with that content digest. */
+/* Opens the object with that content digest, and the base of a delta object: -ENOENT if the object is
+ * missing, -ENOLINK if its base is, -EBADMSG if either is damaged. */
 int nano_store_open_blob(NanoStore *s, const uint8_t digest[32], NanoBlob **ret);
 
 /* Writes release into a new or empty directory: content, permission bits, symlinks and mtimes. */
@@ -106,6 +108,9 @@ typedef struct NanoGcResult {
          * corrupt): the objects they need cannot be known, so while there are any, gc removes no
          * object (fsck names them; adding the release, or its base's, again repairs it). */
         uint64_t unreadable;
+        /* Delta objects in use whose container cannot be read: which object is their base cannot be
+         * known either, so gc removes no object while there are any. */
+        uint64_t unreadable_objects;
 } NanoGcResult;
 /* Removes every object and manifest no ref reaches, and leftovers of interrupted writes. */
 int nano_store_gc(NanoStore *s, NanoGcResult *ret, NanoError *err);

@@ -19,6 +19,7 @@ typedef struct Fsck {
         NanoFsckResult res;
         DigestSet good_manifests, good_objects, bad_objects;
         DigestSet missing_bases; /* reported once each */
+        DigestSet good_bases, bad_bases; /* objects verified as the base of a delta object */
         EVP_MD_CTX *sha;
         uint8_t *chunk;
         int error;
@@ -90,25 +91,12 @@ static int check_manifest(const uint8_t *digest, int dirfd, const char *dir, con
         return 0;
 }
 
-/* Decompresses every chunk (each checks its own checksum) and hashes the whole content. */
-static int verify_object(Fsck *f, int dirfd, const char *file, const uint8_t digest[32], const char **ret_detail)
+/* Decompresses every chunk of b (each checks its own checksum) and hashes the whole content. */
+static int verify_content(Fsck *f, NanoBlob *b, const uint8_t digest[32], const char **ret_detail)
 {
-        _cleanup_(nano_blob_freep) NanoBlob *b = NULL;
         uint8_t got[32];
         unsigned n = 32;
-        int fd, r;
 
-        fd = openat(dirfd, file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-        if (fd < 0) {
-                *ret_detail = "unreadable";
-                return -errno;
-        }
-        r = nano_blob_open_fd(fd, &b);
-        if (r < 0) {
-                safe_close(fd);
-                *ret_detail = r == -EBADMSG ? "malformed container (header, chunk table or trailer)" : "unreadable";
-                return r;
-        }
         EVP_DigestInit_ex(f->sha, EVP_sha256(), NULL);
         for (uint64_t i = 0; i < nano_blob_n_chunks(b); i++) {
                 ssize_t len = nano_blob_read_chunk(b, i, f->chunk);
@@ -123,6 +111,75 @@ static int verify_object(Fsck *f, int dirfd, const char *file, const uint8_t dig
                 *ret_detail = "content does not match its sha256";
                 return -EBADMSG;
         }
+        return 0;
+}
+
+/* Verifies the base of a delta object on its own, once (its own check, where the walk meets it,
+ * reports what is wrong with it). 0 if it is sound, -ENOENT if it is missing, -EBADMSG otherwise. */
+static int verify_base(Fsck *f, const uint8_t id[32])
+{
+        _cleanup_(nano_blob_freep) NanoBlob *base = NULL;
+        const char *detail;
+        int r;
+
+        if (digest_set_contains(&f->good_bases, id))
+                return 0;
+        if (digest_set_contains(&f->bad_bases, id))
+                return -EBADMSG;
+        r = nano_store_open_plain_blob(f->store, id, &base);
+        if (r == -ENOENT || r == -ENOMEM)
+                return r;
+        if (r >= 0 && nano_blob_is_delta(base, NULL))
+                r = -EBADMSG; /* a base is never a delta itself */
+        if (r >= 0)
+                r = verify_content(f, base, id, &detail);
+        if (r == -ENOMEM)
+                return r;
+        if (digest_set_add(r < 0 ? &f->bad_bases : &f->good_bases, id) < 0)
+                return -ENOMEM;
+        return r < 0 ? -EBADMSG : 0;
+}
+
+/* Verifies an object: its container, and for a delta object its base, then every chunk and the
+ * sha256 of the whole. *ret_keep is set when the object's own bytes are sound but its base is
+ * missing or damaged: --repair keeps it, since restoring the base makes it whole again. */
+static int verify_object(Fsck *f, int dirfd, const char *file, const uint8_t digest[32], const char **ret_detail,
+                         bool *ret_keep)
+{
+        _cleanup_(nano_blob_freep) NanoBlob *b = NULL;
+        static __thread char detail[160];
+        uint8_t base_id[32];
+        int fd, r;
+
+        fd = openat(dirfd, file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0) {
+                *ret_detail = "unreadable";
+                return -errno;
+        }
+        r = nano_blob_open_fd(fd, &b);
+        if (r < 0) {
+                safe_close(fd);
+                *ret_detail = r == -EBADMSG ? "malformed container (header, chunk table or trailer)" : "unreadable";
+                return r;
+        }
+        if (nano_blob_is_delta(b, base_id)) {
+                char id[NANO_ID_STRING_SIZE];
+                r = verify_base(f, base_id);
+                if (r == -ENOMEM)
+                        return r;
+                if (r >= 0)
+                        r = nano_store_blob_set_base(f->store, b);
+                if (r < 0) {
+                        snprintf(detail, sizeof detail, "it is a delta of object %s, which is %s",
+                                 nano_id_format(base_id, id), r == -ENOENT || r == -ENOLINK ? "missing" : "corrupt");
+                        *ret_detail = detail;
+                        *ret_keep = true;
+                        return -EBADMSG;
+                }
+        }
+        r = verify_content(f, b, digest, ret_detail);
+        if (r < 0)
+                return r;
         f->res.bytes += nano_blob_size(b);
         return 0;
 }
@@ -131,6 +188,7 @@ static int check_object(const uint8_t *digest, int dirfd, const char *dir, const
 {
         Fsck *f = userdata;
         const char *detail = NULL;
+        bool keep = false;
         char where[128];
         int r;
 
@@ -140,11 +198,11 @@ static int check_object(const uint8_t *digest, int dirfd, const char *dir, const
                 return 0;
         }
         f->res.objects++;
-        r = verify_object(f, dirfd, file, digest, &detail);
+        r = verify_object(f, dirfd, file, digest, &detail, &keep);
         if (r == -ENOMEM)
                 return r;
         if (r < 0) {
-                report(f, NANO_PROBLEM_CORRUPT_OBJECT, where, NULL, NULL, detail, remove_bad(f, dirfd, file));
+                report(f, NANO_PROBLEM_CORRUPT_OBJECT, where, NULL, NULL, detail, !keep && remove_bad(f, dirfd, file));
                 return digest_set_add(&f->bad_objects, digest) < 0 ? -ENOMEM : 0;
         }
         return digest_set_add(&f->good_objects, digest) < 0 ? -ENOMEM : 0;
@@ -289,6 +347,8 @@ out:
 out_free:
         digest_set_done(&f.good_manifests);
         digest_set_done(&f.missing_bases);
+        digest_set_done(&f.good_bases);
+        digest_set_done(&f.bad_bases);
         digest_set_done(&f.good_objects);
         digest_set_done(&f.bad_objects);
         EVP_MD_CTX_free(f.sha);

@@ -111,8 +111,64 @@ static void reachable_done(Reachable *m)
         digest_set_done(&m->objects);
 }
 
+/* Delta objects need their base: the objects to keep are the reachable ones and the bases of those.
+ * Finding the bases opens every reachable object's header, so it is done only when some object is
+ * not reachable (gc with nothing to remove costs a listing). */
+struct bases {
+        const DigestSet *reachable;
+        DigestSet bases;
+        uint64_t garbage;    /* objects not reachable */
+        uint64_t unreadable; /* reachable delta objects whose base cannot be read from their file */
+        int error;
+};
+
+static int count_garbage(const uint8_t *digest, int dirfd, const char *dir, const char *file, void *userdata)
+{
+        struct bases *b = userdata;
+
+        (void)dirfd;
+        (void)dir;
+        (void)file;
+        if (digest && !digest_set_contains(b->reachable, digest))
+                b->garbage++;
+        return 0;
+}
+
+static int mark_base(const uint8_t *digest, int dirfd, const char *dir, const char *file, void *userdata)
+{
+        _cleanup_(nano_blob_freep) NanoBlob *blob = NULL;
+        struct bases *b = userdata;
+        char magic[NANO_BLOB_HEADER_SIZE];
+        uint8_t id[32];
+        int fd, r;
+
+        (void)dir;
+        if (!digest || !digest_set_contains(b->reachable, digest))
+                return 0;
+        fd = openat(dirfd, file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+                return 0; /* gone: nothing of it to keep */
+        if (pread_full(fd, magic, sizeof magic, 0) != (ssize_t)sizeof magic ||
+            memcmp(magic, NANO_BLOB_MAGIC_DELTA, sizeof magic) != 0) {
+                safe_close(fd);
+                return 0;
+        }
+        /* The base id is taken from a container that passes every check of its table and trailer. */
+        r = nano_blob_open_fd(fd, &blob);
+        if (r < 0) {
+                safe_close(fd);
+                if (r == -ENOMEM)
+                        return r;
+                b->unreadable++;
+                return 0;
+        }
+        (void)nano_blob_is_delta(blob, id);
+        r = digest_set_add(&b->bases, id);
+        return r < 0 ? r : 0;
+}
+
 struct sweep {
-        const DigestSet *keep;
+        const DigestSet *keep, *keep_too;
         uint64_t files, bytes;
         int error;
 };
@@ -122,7 +178,8 @@ static int sweep_one(const uint8_t *digest, int dirfd, const char *dir, const ch
         struct sweep *sw = userdata;
         struct stat st;
 
-        if (digest && digest_set_contains(sw->keep, digest))
+        if (digest && (digest_set_contains(sw->keep, digest) ||
+                       (sw->keep_too && digest_set_contains(sw->keep_too, digest))))
                 return 0;
         if (!digest)
                 /* Not a name the store writes: leave it to the user (fsck reports it). */
@@ -182,6 +239,7 @@ int nano_store_gc(NanoStore *s, NanoGcResult *ret, NanoError *err)
 {
         Reachable m = { 0 };
         NanoGcResult res = { 0 };
+        struct bases bases = { .reachable = &m.objects };
         struct sweep sw;
         int r;
 
@@ -192,9 +250,19 @@ int nano_store_gc(NanoStore *s, NanoGcResult *ret, NanoError *err)
         if (r < 0)
                 goto out;
 
+        r = nano_fanout_foreach(s->objects_fd, count_garbage, &bases);
+        if (r >= 0 && bases.garbage > 0 && m.unreadable == 0)
+                r = nano_fanout_foreach(s->objects_fd, mark_base, &bases);
+        if (r < 0) {
+                r = nano_error_set(err, r, "cannot read the store's objects: %m");
+                goto out;
+        }
+        /* A delta object whose header cannot be read hides its base: keep every object, as for an
+         * unreadable manifest, and let fsck report it. */
         res.unreadable = m.unreadable;
-        if (m.unreadable == 0) {
-                sw = (struct sweep){ .keep = &m.objects };
+        res.unreadable_objects = bases.unreadable;
+        if (m.unreadable == 0 && bases.unreadable == 0 && bases.garbage > 0) {
+                sw = (struct sweep){ .keep = &m.objects, .keep_too = &bases.bases };
                 r = nano_fanout_foreach(s->objects_fd, sweep_one, &sw);
                 if (r >= 0)
                         r = sw.error;
@@ -228,6 +296,7 @@ int nano_store_gc(NanoStore *s, NanoGcResult *ret, NanoError *err)
 out:
         nano_store_unlock(s);
         reachable_done(&m);
+        digest_set_done(&bases.bases);
         return r;
 }
 

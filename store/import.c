@@ -35,6 +35,7 @@ typedef struct Job {
         Buffer *buf;      /* owner of data, or NULL when data is the job's own allocation */
         uint8_t *frame;   /* the compressed frame, once done */
         size_t frame_size;
+        bool delta;       /* the frame is a delta against the base's chunk idx */
 } Job;
 
 struct Object {
@@ -46,6 +47,8 @@ struct Object {
         uint64_t n_submitted, n_written;
         bool sealed;  /* every chunk submitted and the digest known */
         bool writing; /* a thread is appending frames */
+        NanoBlob *base; /* the previous version's object at the same path, for delta frames; owned */
+        uint8_t base_id[32];
         Job *ready[INFLIGHT_MAX]; /* compressed, waiting for their turn: ready[idx % INFLIGHT_MAX] */
 };
 
@@ -55,6 +58,7 @@ struct Importer {
         NanoManifestBuilder *builder;
         NanoError *err;
         NanoAddOptions opts;
+        NanoManifest *prev; /* the release's previous version: where delta bases are found */
         unsigned chunk_shift;
         size_t chunk_size;
         size_t small_max; /* files up to this size are read whole */
@@ -154,6 +158,7 @@ static void object_discard(Importer *imp, Object *o)
                 if (o->ready[i])
                         job_free(imp, o->ready[i]);
         nano_blob_writer_free(o->writer);
+        nano_blob_free(o->base);
         if (o->fd >= 0) {
                 safe_close(o->fd);
                 if (o->tmp[0])
@@ -175,7 +180,10 @@ static int object_open(Importer *imp, Object *o)
                 return r;
         }
         r = nano_blob_writer_new(o->fd, imp->chunk_shift, &o->writer);
+        if (r >= 0 && o->base)
+                r = nano_blob_writer_set_base(o->writer, o->base, o->base_id);
         if (r < 0) {
+                o->writer = nano_blob_writer_free(o->writer);
                 o->fd = safe_close(o->fd);
                 if (o->tmp[0])
                         (void)unlinkat(imp->store->tmp_fd, o->tmp, 0);
@@ -201,19 +209,26 @@ static void object_finalize(Importer *imp, Object *o)
 {
         char path[NANO_FANOUT_PATH_SIZE];
         int64_t size = 0;
+        uint64_t content_size = 0;
         int r = 0;
 
         if (!o->writer)
                 r = object_open(imp, o); /* an empty object: nothing was written yet */
         if (r >= 0) {
+                content_size = nano_blob_writer_size(o->writer);
                 size = nano_blob_writer_finish(o->writer);
                 r = size < 0 ? (int)size : 0;
         }
         o->writer = nano_blob_writer_free(o->writer);
-        if (r >= 0) {
+        /* Content streamed from an archive is hashed as it goes, so its base was chosen before its
+         * digest was known: content identical to its base is in the store already, and a delta of
+         * itself must never replace it. */
+        if (r >= 0 && !(o->base && memcmp(o->digest, o->base_id, 32) == 0)) {
                 nano_fanout_path(o->digest, path);
-                r = nano_store_publish_fd(imp->store, o->fd, o->tmp, imp->store->objects_fd, path, (uint64_t)size);
-        }
+                r = nano_store_publish_fd(imp->store, o->fd, o->tmp, imp->store->objects_fd, path,
+                                          (int64_t)content_size);
+        } else if (r >= 0 && o->tmp[0])
+                (void)unlinkat(imp->store->tmp_fd, o->tmp, 0);
         o->fd = safe_close(o->fd);
 
         pthread_mutex_lock(&imp->lock);
@@ -230,6 +245,7 @@ static void object_finalize(Importer *imp, Object *o)
         pthread_mutex_unlock(&imp->lock);
         if (r < 0 && o->tmp[0])
                 (void)unlinkat(imp->store->tmp_fd, o->tmp, 0);
+        nano_blob_free(o->base);
         free(o);
 }
 
@@ -248,7 +264,8 @@ static bool object_drain_locked(Importer *imp, Object *o)
                 pthread_mutex_unlock(&imp->lock);
                 r = failed ? failed : o->writer ? 0 : object_open(imp, o);
                 if (r >= 0)
-                        r = nano_blob_writer_add_frame(o->writer, j->frame, j->frame_size, j->len);
+                        r = (j->delta ? nano_blob_writer_add_delta_frame
+                                      : nano_blob_writer_add_frame)(o->writer, j->frame, j->frame_size, j->len);
                 free(j->frame);
                 free(j);
                 pthread_mutex_lock(&imp->lock);
@@ -271,10 +288,57 @@ static bool object_drain_locked(Importer *imp, Object *o)
         return false;
 }
 
+/* Keeps a copy of the compressor's output in the job. */
+static int job_set_frame(Job *j, const void *frame, size_t n, bool delta)
+{
+        uint8_t *p = malloc(n);
+
+        if (!p)
+                return -ENOMEM;
+        memcpy(p, frame, n);
+        free(j->frame);
+        j->frame = p;
+        j->frame_size = n;
+        j->delta = delta;
+        return 0;
+}
+
+/* Compresses the job's chunk, as a delta against the base's chunk of the same index where that pays
+ * (doc/store.md, "Delta objects"): a delta that shrinks the chunk 8 times over is taken at once;
+ * otherwise the chunk is also compressed alone, and the delta kept only if it is at least 1/8
+ * smaller, since reading it costs a second decompression. prefix: a chunk-sized buffer. */
+static int compress_job(NanoChunkCompressor *c, Job *j, uint8_t *prefix)
+{
+        const Object *o = j->obj;
+        const void *frame;
+        size_t n, delta_size = SIZE_MAX;
+        int r;
+
+        if (o->base && j->idx < nano_blob_n_chunks(o->base)) {
+                /* A base that fails to read (damaged since it was chosen) is simply not used. */
+                ssize_t plen = nano_blob_read_chunk(o->base, j->idx, prefix);
+                if (plen > 0 && nano_chunk_compress_delta(c, j->data, j->len, prefix, (size_t)plen, &frame, &n) >= 0) {
+                        r = job_set_frame(j, frame, n, true);
+                        if (r < 0)
+                                return r;
+                        if (n <= j->len / 8)
+                                return 0;
+                        delta_size = n;
+                }
+        }
+        r = nano_chunk_compress(c, j->data, j->len, &frame, &n);
+        if (r < 0)
+                return r;
+        if (delta_size != SIZE_MAX && delta_size + delta_size / 8 < n)
+                return 0;
+        return job_set_frame(j, frame, n, false);
+}
+
 static void *worker(void *userdata)
 {
         Importer *imp = userdata;
         _cleanup_(nano_chunk_compressor_freep) NanoChunkCompressor *c = NULL;
+        _cleanup_free_ uint8_t *prefix = NULL;
         int r;
 
         r = nano_chunk_compressor_new(imp->level, &c);
@@ -300,17 +364,14 @@ static void *worker(void *userdata)
                 pthread_mutex_unlock(&imp->lock);
 
                 if (!failed) {
-                        const void *frame;
-                        size_t n;
-                        r = nano_chunk_compress(c, j->data, j->len, &frame, &n);
-                        if (r >= 0) {
-                                j->frame = malloc(n);
-                                if (j->frame) {
-                                        memcpy(j->frame, frame, n);
-                                        j->frame_size = n;
-                                } else
+                        r = 0;
+                        if (j->obj->base && !prefix) {
+                                prefix = malloc(imp->chunk_size);
+                                if (!prefix)
                                         r = -ENOMEM;
                         }
+                        if (r >= 0)
+                                r = compress_job(c, j, prefix);
                         if (r < 0) {
                                 pthread_mutex_lock(&imp->lock);
                                 nano_error_set(imp->err, r, "cannot compress: %m");
@@ -409,6 +470,7 @@ Importer *importer_free(Importer *imp)
                 object_discard(imp, o);
         }
         nano_manifest_builder_free(imp->builder);
+        nano_manifest_free(imp->prev);
         digest_set_done(&imp->submitted);
         EVP_MD_CTX_free(imp->sha);
         free(imp->hash_buf);
@@ -462,6 +524,34 @@ static int object_new(Importer *imp, Object **ret)
         pthread_mutex_unlock(&imp->lock);
         *ret = o;
         return 0;
+}
+
+/* The base for new content at path: the previous version's object at the same path, or that object's
+ * own base if it is a delta (a base is always a plain object), when it has the import's chunk size.
+ * None is no error: the content is then compressed on its own. Called by the producer, before the
+ * object's first chunk is submitted. */
+static void object_find_base(Importer *imp, Object *o, const char *path)
+{
+        NanoBlob *b = NULL;
+        uint32_t idx;
+        NanoEntry e;
+
+        if (!imp->prev || nano_manifest_resolve(imp->prev, path, &idx) < 0)
+                return;
+        nano_manifest_entry(imp->prev, idx, &e);
+        if (e.type != NANO_ENTRY_REGULAR || e.size == 0 || nano_store_open_plain_blob(imp->store, e.digest, &b) < 0)
+                return;
+        if (nano_blob_is_delta(b, e.digest)) {
+                nano_blob_free(b);
+                if (nano_store_open_plain_blob(imp->store, e.digest, &b) < 0)
+                        return;
+        }
+        if (nano_blob_is_delta(b, NULL) || nano_blob_chunk_shift(b) != imp->chunk_shift) {
+                nano_blob_free(b);
+                return;
+        }
+        o->base = b;
+        memcpy(o->base_id, e.digest, 32);
 }
 
 /* Queues one chunk (its inflight slot is already reserved). */
@@ -521,8 +611,10 @@ static int add_regular(Importer *imp, const char *path, const char *display, con
         return 0;
 }
 
-/* Small content held whole in buf (owned): stores it unless the store has it already. */
-static int store_buffer(Importer *imp, const char *display, Buffer *buf, size_t size, const uint8_t digest[32])
+/* Small content held whole in buf (owned), at path in the release: stores it unless the store has it
+ * already. */
+static int store_buffer(Importer *imp, const char *path, const char *display, Buffer *buf, size_t size,
+                        const uint8_t digest[32])
 {
         Object *o = NULL;
         unsigned n_chunks = (unsigned)DIV_ROUND_UP(size, imp->chunk_size);
@@ -544,6 +636,7 @@ static int store_buffer(Importer *imp, const char *display, Buffer *buf, size_t 
                 free(buf);
                 return r;
         }
+        object_find_base(imp, o, path);
         /* The producer holds one reference while it submits, dropped below. */
         atomic_init(&buf->refs, 1);
         for (size_t off = 0; off < size; off += imp->chunk_size) {
@@ -579,10 +672,10 @@ static ssize_t read_exact(ImportReadFn fn, void *userdata, uint8_t *buf, size_t 
         return (ssize_t)done;
 }
 
-/* Streams content from fn into a new object, chunk by chunk, hashing as it goes. If expect is set,
- * the content must hash to it. */
-static int store_stream(Importer *imp, const char *display, ImportReadFn fn, void *userdata, int64_t size,
-                        const uint8_t *expect, uint8_t ret_digest[32], uint64_t *ret_size)
+/* Streams content from fn into a new object for path, chunk by chunk, hashing as it goes. If expect is
+ * set, the content must hash to it. */
+static int store_stream(Importer *imp, const char *path, const char *display, ImportReadFn fn, void *userdata,
+                        int64_t size, const uint8_t *expect, uint8_t ret_digest[32], uint64_t *ret_size)
 {
         Object *o = NULL;
         uint64_t total = 0;
@@ -593,6 +686,7 @@ static int store_stream(Importer *imp, const char *display, ImportReadFn fn, voi
         r = object_new(imp, &o);
         if (r < 0)
                 return r;
+        object_find_base(imp, o, path);
         EVP_DigestInit_ex(imp->sha, EVP_sha256(), NULL);
         for (;;) {
                 uint8_t *data;
@@ -696,7 +790,7 @@ int importer_add_fd(Importer *imp, const char *path, const char *display, int fd
                 }
                 imp->progress.bytes += size;
                 nano_sha256(buf->data, size, digest);
-                r = store_buffer(imp, display, buf, size, digest);
+                r = store_buffer(imp, path, display, buf, size, digest);
                 if (r < 0)
                         return r;
                 memcpy(ret_digest, digest, 32);
@@ -727,7 +821,7 @@ int importer_add_fd(Importer *imp, const char *path, const char *display, int fd
         if (lseek(fd, 0, SEEK_SET) < 0)
                 return nano_error_set(imp->err, errno, "cannot read %s: %m", display);
         uint8_t got[32];
-        r = store_stream(imp, display, fd_read, &fr, (int64_t)size, digest, got, &total);
+        r = store_stream(imp, path, display, fd_read, &fr, (int64_t)size, digest, got, &total);
         if (r < 0)
                 return r;
         memcpy(ret_digest, digest, 32);
@@ -758,12 +852,12 @@ int importer_add_stream(Importer *imp, const char *path, const char *display, Im
                 }
                 imp->progress.bytes += (uint64_t)size;
                 nano_sha256(buf->data, (size_t)size, digest);
-                r = store_buffer(imp, display, buf, (size_t)size, digest);
+                r = store_buffer(imp, path, display, buf, (size_t)size, digest);
                 if (r < 0)
                         return r;
                 return add_regular(imp, path, display, digest, (uint64_t)size, attrs);
         }
-        r = store_stream(imp, display, fn, userdata, size, NULL, digest, &total);
+        r = store_stream(imp, path, display, fn, userdata, size, NULL, digest, &total);
         if (r < 0)
                 return r;
         return add_regular(imp, path, display, digest, total, attrs);
@@ -901,6 +995,13 @@ int nano_store_add(NanoStore *s, const char *source, const char *name, const cha
         if (r >= 0) {
                 imp->name = name;
                 imp->version = version;
+                /* Without a readable previous version, every file is compressed on its own. */
+                if (!imp->opts.no_delta)
+                        r = nano_store_open_previous(s, name, version, &imp->prev);
+                if (r == -ENOMEM)
+                        nano_error_set(err, r, "out of memory");
+                else if (r < 0)
+                        r = 0;
         }
         if (r >= 0)
                 r = S_ISDIR(st.st_mode) ? import_directory(imp, source) : import_archive(imp, source);

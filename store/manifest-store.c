@@ -65,16 +65,9 @@ static int candidate_cmp(const void *a, const void *b)
         return -strverscmp(x->version, y->version);
 }
 
-/* The base of a new manifest of release `name`: the manifest of its most recently added other
- * version. Versions are added in the order they are made, so the last one added is usually the
- * nearest to the new one (it is the one the new one replaces), and finding it costs one readdir;
- * measuring every version's similarity would cost a decode of each. A ref's mtime is when it was
- * added (refs are written once). When that manifest's chain of bases is already at the depth limit,
- * the new manifest starts a new chain (no base) rather than taking an older, less similar base: so a
- * release's chain restarts every NANO_MANIFEST_PACK_DEPTH_MAX + 1 versions. 1 and the base, 0 if
- * there is none. */
-static int find_base(NanoStore *s, const char *name, const char *version, const uint8_t id[32], size_t size,
-                     NanoManifest **ret, uint8_t ret_id[32], unsigned *ret_depth)
+/* The versions of release `name` other than `version`, newest first. A ref's mtime is when it was
+ * added (refs are written once). */
+static int other_versions(NanoStore *s, const char *name, const char *version, Candidate **ret, size_t *ret_n)
 {
         _cleanup_free_ Candidate *list = NULL;
         size_t n = 0, cap = 0;
@@ -82,6 +75,7 @@ static int find_base(NanoStore *s, const char *name, const char *version, const 
         DIR *d;
         int fd;
 
+        *ret_n = 0;
         fd = openat(s->refs_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
         if (fd < 0)
                 return errno == ENOENT ? 0 : -errno;
@@ -112,9 +106,30 @@ static int find_base(NanoStore *s, const char *name, const char *version, const 
                 n++;
         }
         closedir(d);
-        if (n == 0)
-                return 0;
-        qsort(list, n, sizeof *list, candidate_cmp);
+        if (n > 0)
+                qsort(list, n, sizeof *list, candidate_cmp);
+        *ret = TAKE_PTR(list);
+        *ret_n = n;
+        return 0;
+}
+
+/* The base of a new manifest of release `name`: the manifest of its most recently added other
+ * version. Versions are added in the order they are made, so the last one added is usually the
+ * nearest to the new one (it is the one the new one replaces), and finding it costs one readdir;
+ * measuring every version's similarity would cost a decode of each. When that manifest's chain of
+ * bases is already at the depth limit, the new manifest starts a new chain (no base) rather than
+ * taking an older, less similar base: so a release's chain restarts every
+ * NANO_MANIFEST_PACK_DEPTH_MAX + 1 versions. 1 and the base, 0 if there is none. */
+static int find_base(NanoStore *s, const char *name, const char *version, const uint8_t id[32], size_t size,
+                     NanoManifest **ret, uint8_t ret_id[32], unsigned *ret_depth)
+{
+        _cleanup_free_ Candidate *list = NULL;
+        size_t n;
+        int r;
+
+        r = other_versions(s, name, version, &list, &n);
+        if (r < 0)
+                return r;
 
         /* A version whose manifest cannot be read (missing, damaged, its own base gone) is skipped:
          * a base must decode now, and this also keeps a manifest from becoming the base of one of
@@ -124,7 +139,6 @@ static int find_base(NanoStore *s, const char *name, const char *version, const 
                 NanoManifest *m;
                 uint8_t bid[32];
                 size_t bsize;
-                int r;
 
                 if (nano_ref_read(s, name, list[i].version, bid) < 0 || memcmp(bid, id, 32) == 0)
                         continue;
@@ -143,6 +157,29 @@ static int find_base(NanoStore *s, const char *name, const char *version, const 
                 memcpy(ret_id, bid, 32);
                 *ret_depth = chain.n - 1;
                 return 1;
+        }
+        return 0;
+}
+
+int nano_store_open_previous(NanoStore *s, const char *name, const char *version, NanoManifest **ret)
+{
+        _cleanup_free_ Candidate *list = NULL;
+        size_t n;
+        int r;
+
+        r = other_versions(s, name, version, &list, &n);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n && i < BASE_TRIES; i++) {
+                uint8_t id[32];
+
+                if (nano_ref_read(s, name, list[i].version, id) < 0)
+                        continue;
+                r = nano_store_open_manifest(s, id, ret);
+                if (r == -ENOMEM)
+                        return r;
+                if (r >= 0)
+                        return 1;
         }
         return 0;
 }
@@ -211,7 +248,7 @@ int nano_store_put_manifest(NanoStore *s, const char *name, const char *version,
         } else {
                 /* Never replaces: a concurrent import that stored the same id first stored the same
                  * canonical bytes, perhaps packed against another base, which is as good. */
-                r = nano_store_publish(s, tmp, s->manifests_fd, path, 0);
+                r = nano_store_publish(s, tmp, s->manifests_fd, path, -1);
                 if (r < 0)
                         return r;
         }

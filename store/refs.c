@@ -97,7 +97,7 @@ int nano_ref_write(NanoStore *s, const char *name, const char *version, const ui
                 (void)unlinkat(s->tmp_fd, tmp, 0);
                 return r;
         }
-        r = nano_store_publish(s, tmp, dfd, version, 0);
+        r = nano_store_publish(s, tmp, dfd, version, -1);
         if (r < 0)
                 return r;
         if (r == 0) {

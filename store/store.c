@@ -262,7 +262,29 @@ static int copy_file(int src, int dst)
         }
 }
 
-int nano_store_publish(NanoStore *s, const char *name, int dirfd, const char *path, uint64_t expect_size)
+/* True when fd is an object file with an intact trailer for `size` content bytes: the cheap check
+ * that tells a damaged file (empty after a power cut, truncated) from a sound one. */
+static bool object_fd_sound(int fd, uint64_t size)
+{
+        uint8_t trailer[NANO_BLOB_TRAILER_SIZE];
+        struct stat st;
+
+        if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size < (off_t)NANO_BLOB_MIN_SIZE)
+                return false;
+        if (pread_full(fd, trailer, sizeof trailer, st.st_size - (off_t)sizeof trailer) != (ssize_t)sizeof trailer)
+                return false;
+        return memcmp(trailer + 32, NANO_BLOB_END_MAGIC, 8) == 0 && le64_read(trailer) == size &&
+               le64_read(trailer + 24) == XXH3_64bits(trailer, 24);
+}
+
+static bool object_sound_at(int dirfd, const char *path, uint64_t size)
+{
+        _cleanup_close_ int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+
+        return object_fd_sound(fd, size);
+}
+
+int nano_store_publish(NanoStore *s, const char *name, int dirfd, const char *path, int64_t object_size)
 {
         int r = rename_noreplace(s->tmp_fd, name, dirfd, path);
 
@@ -273,11 +295,9 @@ int nano_store_publish(NanoStore *s, const char *name, int dirfd, const char *pa
                         r = rename_noreplace(s->tmp_fd, name, dirfd, path);
         }
         if (r == -EEXIST) {
-                struct stat st;
-                /* A file of another size under the name is damaged (a power cut can leave an unsynced
-                 * rename empty; a disk error can truncate): the new, complete file replaces it. */
-                if (expect_size > 0 && fstatat(dirfd, path, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-                    S_ISREG(st.st_mode) && (uint64_t)st.st_size != expect_size &&
+                /* A damaged object (a power cut can leave an unsynced rename empty; a disk error can
+                 * truncate) is replaced by the new, complete file. */
+                if (object_size >= 0 && !object_sound_at(dirfd, path, (uint64_t)object_size) &&
                     renameat(s->tmp_fd, name, dirfd, path) == 0)
                         return 1;
                 (void)unlinkat(s->tmp_fd, name, 0);
@@ -318,14 +338,13 @@ static int link_anon(int fd, int dirfd, const char *path)
 }
 
 int nano_store_publish_fd(NanoStore *s, int fd, const char *name, int dirfd, const char *path,
-                          uint64_t expect_size)
+                          int64_t object_size)
 {
         char tmp[64];
-        struct stat st;
         int r;
 
         if (name[0])
-                return nano_store_publish(s, name, dirfd, path, expect_size);
+                return nano_store_publish(s, name, dirfd, path, object_size);
 
         r = link_anon(fd, dirfd, path);
         if (r == -ENOENT && strchr(path, '/')) {
@@ -335,16 +354,15 @@ int nano_store_publish_fd(NanoStore *s, int fd, const char *name, int dirfd, con
                         r = link_anon(fd, dirfd, path);
         }
         if (r == -EEXIST) {
-                /* As in nano_store_publish(): a file of another size under the name is damaged and is
-                 * replaced, through a name in tmp/ since only rename() replaces atomically. */
-                if (expect_size == 0 || fstatat(dirfd, path, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode) ||
-                    (uint64_t)st.st_size == expect_size)
+                /* As in nano_store_publish(): a damaged object is replaced, through a name in tmp/
+                 * since only rename() replaces atomically. */
+                if (object_size < 0 || object_sound_at(dirfd, path, (uint64_t)object_size))
                         return 0;
                 snprintf(tmp, sizeof tmp, "r%ld.%llx", (long)getpid(), (unsigned long long)now_ns());
                 r = link_anon(fd, s->tmp_fd, tmp);
                 if (r < 0)
                         return r;
-                return nano_store_publish(s, tmp, dirfd, path, expect_size);
+                return nano_store_publish(s, tmp, dirfd, path, object_size);
         }
         if (r == -ENOENT) {
                 /* No /proc here (a bare chroot, a namespace without it): use names from now on. */
@@ -359,7 +377,7 @@ int nano_store_publish_fd(NanoStore *s, int fd, const char *name, int dirfd, con
                         (void)unlinkat(s->tmp_fd, tmp, 0);
                         return r;
                 }
-                return nano_store_publish(s, tmp, dirfd, path, expect_size);
+                return nano_store_publish(s, tmp, dirfd, path, object_size);
         }
         return r < 0 ? r : 1;
 }
@@ -376,22 +394,14 @@ int nano_store_open_object(NanoStore *s, const uint8_t digest[32])
 
 bool nano_store_has_object(NanoStore *s, const uint8_t digest[32], uint64_t size)
 {
-        uint8_t trailer[NANO_BLOB_TRAILER_SIZE];
-        _cleanup_close_ int fd = -EBADF;
-        struct stat st;
+        _cleanup_close_ int fd = nano_store_open_object(s, digest);
 
         /* Cheap checks only, as this runs for every file of an import: the object is there, and its
          * trailer is intact and describes content of this size. fsck verifies the rest. */
-        fd = nano_store_open_object(s, digest);
-        if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size < (off_t)NANO_BLOB_MIN_SIZE)
-                return false;
-        if (pread_full(fd, trailer, sizeof trailer, st.st_size - (off_t)sizeof trailer) != (ssize_t)sizeof trailer)
-                return false;
-        return memcmp(trailer + 32, NANO_BLOB_END_MAGIC, 8) == 0 && le64_read(trailer) == size &&
-               le64_read(trailer + 24) == XXH3_64bits(trailer, 24);
+        return object_fd_sound(fd, size);
 }
 
-int nano_store_open_blob(NanoStore *s, const uint8_t digest[32], NanoBlob **ret)
+int nano_store_open_plain_blob(NanoStore *s, const uint8_t digest[32], NanoBlob **ret)
 {
         int fd = nano_store_open_object(s, digest), r;
 
@@ -401,6 +411,40 @@ int nano_store_open_blob(NanoStore *s, const uint8_t digest[32], NanoBlob **ret)
         if (r < 0)
                 safe_close(fd);
         return r;
+}
+
+int nano_store_blob_set_base(NanoStore *s, NanoBlob *b)
+{
+        NanoBlob *base = NULL;
+        uint8_t id[32];
+        int r;
+
+        if (!nano_blob_is_delta(b, id))
+                return 0;
+        r = nano_store_open_plain_blob(s, id, &base);
+        if (r < 0)
+                return r == -ENOENT ? -ENOLINK : r;
+        r = nano_blob_set_base(b, base);
+        if (r < 0)
+                nano_blob_free(base);
+        return r;
+}
+
+int nano_store_open_blob(NanoStore *s, const uint8_t digest[32], NanoBlob **ret)
+{
+        NanoBlob *b = NULL;
+        int r;
+
+        r = nano_store_open_plain_blob(s, digest, &b);
+        if (r < 0)
+                return r;
+        r = nano_store_blob_set_base(s, b);
+        if (r < 0) {
+                nano_blob_free(b);
+                return r;
+        }
+        *ret = b;
+        return 0;
 }
 
 int nano_fanout_foreach(int top_fd,

@@ -45,18 +45,29 @@ int nano_store_objfile(NanoStore *s, char name[64]);
 /* Publishes a file from nano_store_objfile() as dirfd/path, like nano_store_publish(). The fd is not
  * closed; a named file is removed from tmp/ either way. */
 int nano_store_publish_fd(NanoStore *s, int fd, const char *name, int dirfd, const char *path,
-                          uint64_t expect_size);
+                          int64_t object_size);
 
 /* Moves tmp/<name> to dirfd/<path> without replacing a sound file; 1 if it landed, 0 if the target
  * existed (the temporary file is then removed), -errno on failure (the temporary file is removed
- * too). An existing target whose size is not expect_size is damaged and is replaced (0: never).
+ * too). For an object (object_size >= 0: its content size), an existing target that is not an intact
+ * container of that many bytes is damaged and is replaced; a sound one is kept, whatever its size (a
+ * delta and a plain container of the same content differ). Other files (-1) are never replaced.
  * Creates the fan-out directory when needed. */
-int nano_store_publish(NanoStore *s, const char *name, int dirfd, const char *path, uint64_t expect_size);
+int nano_store_publish(NanoStore *s, const char *name, int dirfd, const char *path, int64_t object_size);
 
 /* True when an object with that digest is present, with an intact trailer for `size` content bytes. */
 bool nano_store_has_object(NanoStore *s, const uint8_t digest[32], uint64_t size);
 /* A read-only descriptor on the object file with that digest (its blob container), or -errno. */
 int nano_store_open_object(NanoStore *s, const uint8_t digest[32]);
+/* Opens the object's container as it is: a delta one without its base (nano_blob_open_fd()). */
+int nano_store_open_plain_blob(NanoStore *s, const uint8_t digest[32], NanoBlob **ret);
+/* Gives a delta container its base object (nothing to do for a plain one): -ENOLINK if the base is
+ * missing, -EBADMSG if it is damaged or cannot be a base. */
+int nano_store_blob_set_base(NanoStore *s, NanoBlob *b);
+/* The release most recently added under name other than version, opened (manifest-store.c): the
+ * previous version, whose files are the bases of the new version's changed files. 1 and the
+ * manifest, 0 if there is none that can be read. */
+int nano_store_open_previous(NanoStore *s, const char *name, const char *version, NanoManifest **ret);
 
 /* Manifests (manifest-store.c). Opens manifest id like nano_store_open_manifest(), and says which
  * files it read (a packed manifest reads its chain of bases) and, on failure, which one is at fault. */
