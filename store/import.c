@@ -58,7 +58,8 @@ struct Importer {
         NanoManifestBuilder *builder;
         NanoError *err;
         NanoAddOptions opts;
-        NanoManifest *prev; /* the release's previous version: where delta bases are found */
+        NanoManifest *prev; /* the release's previous version (or itself, added again): where delta bases
+                             * are found, and a hint of which content is stored already */
         unsigned chunk_shift;
         size_t chunk_size;
         size_t small_max; /* files up to this size are read whole */
@@ -536,7 +537,7 @@ static void object_find_base(Importer *imp, Object *o, const char *path)
         uint32_t idx;
         NanoEntry e;
 
-        if (!imp->prev || nano_manifest_resolve(imp->prev, path, &idx) < 0)
+        if (!imp->prev || imp->opts.no_delta || nano_manifest_resolve(imp->prev, path, &idx) < 0)
                 return;
         nano_manifest_entry(imp->prev, idx, &e);
         if (e.type != NANO_ENTRY_REGULAR || e.size == 0 || nano_store_open_plain_blob(imp->store, e.digest, &b) < 0)
@@ -673,9 +674,10 @@ static ssize_t read_exact(ImportReadFn fn, void *userdata, uint8_t *buf, size_t 
 }
 
 /* Streams content from fn into a new object for path, chunk by chunk, hashing as it goes. If expect is
- * set, the content must hash to it. */
+ * set, the content must hash to it. live: the content is a file that may change meanwhile (not an
+ * archive member), which is what a size mismatch then means. */
 static int store_stream(Importer *imp, const char *path, const char *display, ImportReadFn fn, void *userdata,
-                        int64_t size, const uint8_t *expect, uint8_t ret_digest[32], uint64_t *ret_size)
+                        int64_t size, const uint8_t *expect, bool live, uint8_t ret_digest[32], uint64_t *ret_size)
 {
         Object *o = NULL;
         uint64_t total = 0;
@@ -720,6 +722,9 @@ static int store_stream(Importer *imp, const char *path, const char *display, Im
                         free(data);
                         free(j);
                         unreserve(imp, 1);
+                        if (live)
+                                return nano_error_set(imp->err, EBUSY, "%s changed while it was being imported",
+                                                      display);
                         return nano_error_set(imp->err, EBADMSG, "%s has more data than its size (%lld bytes)",
                                               display, (long long)size);
                 }
@@ -728,6 +733,8 @@ static int store_stream(Importer *imp, const char *path, const char *display, Im
                 if ((size_t)n < imp->chunk_size)
                         break;
         }
+        if (size >= 0 && total != (uint64_t)size && live)
+                return nano_error_set(imp->err, EBUSY, "%s changed while it was being imported", display);
         if (size >= 0 && total != (uint64_t)size)
                 return nano_error_set(imp->err, EBADMSG, "%s is truncated: %llu bytes of %lld", display,
                                       (unsigned long long)total, (long long)size);
@@ -743,6 +750,21 @@ static int store_stream(Importer *imp, const char *path, const char *display, Im
         memcpy(ret_digest, digest, 32);
         *ret_size = total;
         return 0;
+}
+
+/* Whether a large file's content is likely in the store already: the release's previous version (or
+ * the release itself, added again) has a file of the same size at the same path. Then hashing it
+ * first, in a pass of its own, spares compressing it; otherwise that pass would read it twice for
+ * nothing. A wrong guess costs time, never correctness. */
+static bool likely_stored(Importer *imp, const char *path, uint64_t size)
+{
+        uint32_t idx;
+        NanoEntry e;
+
+        if (!imp->prev || nano_manifest_resolve(imp->prev, path, &idx) < 0)
+                return false;
+        nano_manifest_entry(imp->prev, idx, &e);
+        return e.type == NANO_ENTRY_REGULAR && e.size == size;
 }
 
 struct fd_reader {
@@ -797,7 +819,17 @@ int importer_add_fd(Importer *imp, const char *path, const char *display, int fd
                 return add_regular(imp, path, display, digest, size, attrs);
         }
 
-        /* Large file: hash it first, so that content the store already has is never compressed. */
+        /* A large file that is likely new is read once, hashed while it is compressed; if it turns out
+         * to be stored already, the copy is dropped. */
+        if (!likely_stored(imp, path, size)) {
+                r = store_stream(imp, path, display, fd_read, &fr, (int64_t)size, NULL, true, digest, &total);
+                if (r < 0)
+                        return r;
+                memcpy(ret_digest, digest, 32);
+                return add_regular(imp, path, display, digest, size, attrs);
+        }
+
+        /* Likely stored: hash it first, so that content the store already has is never compressed. */
         EVP_DigestInit_ex(imp->sha, EVP_sha256(), NULL);
         for (;;) {
                 ssize_t n = read_exact(fd_read, &fr, imp->hash_buf, HASH_BLOCK);
@@ -821,7 +853,7 @@ int importer_add_fd(Importer *imp, const char *path, const char *display, int fd
         if (lseek(fd, 0, SEEK_SET) < 0)
                 return nano_error_set(imp->err, errno, "cannot read %s: %m", display);
         uint8_t got[32];
-        r = store_stream(imp, path, display, fd_read, &fr, (int64_t)size, digest, got, &total);
+        r = store_stream(imp, path, display, fd_read, &fr, (int64_t)size, digest, true, got, &total);
         if (r < 0)
                 return r;
         memcpy(ret_digest, digest, 32);
@@ -857,7 +889,7 @@ int importer_add_stream(Importer *imp, const char *path, const char *display, Im
                         return r;
                 return add_regular(imp, path, display, digest, (uint64_t)size, attrs);
         }
-        r = store_stream(imp, path, display, fn, userdata, size, NULL, digest, &total);
+        r = store_stream(imp, path, display, fn, userdata, size, NULL, false, digest, &total);
         if (r < 0)
                 return r;
         return add_regular(imp, path, display, digest, total, attrs);
@@ -995,8 +1027,11 @@ int nano_store_add(NanoStore *s, const char *source, const char *name, const cha
         if (r >= 0) {
                 imp->name = name;
                 imp->version = version;
-                /* Without a readable previous version, every file is compressed on its own. */
-                if (!imp->opts.no_delta)
+                /* The release's previous version; the release itself when it is added again, which
+                 * then finds its content stored. Without one, every file is compressed on its own. */
+                if (had_ref)
+                        r = nano_store_open_manifest(s, old, &imp->prev);
+                else
                         r = nano_store_open_previous(s, name, version, &imp->prev);
                 if (r == -ENOMEM)
                         nano_error_set(err, r, "out of memory");
