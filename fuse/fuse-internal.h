@@ -141,6 +141,8 @@ void inodes_done(NanoFuse *f);
 /* The node of ino, or NULL. The kernel pins every node it names in a request, so the pointer stays
  * valid for the request's duration without a reference. */
 Node *node_by_ino(NanoFuse *f, uint64_t ino);
+/* True if ino is a FILE node with that content now. */
+bool node_ino_is(NanoFuse *f, uint64_t ino, const uint8_t digest[32]);
 
 /* Each returns the node with one more kernel reference (nlookup): for lookup and readdirplus. */
 int node_get_name(NanoFuse *f, const char *name, Node **ret);
@@ -198,9 +200,9 @@ Prefetch *prefetch_free(Prefetch *p);
 
 /* Reads ahead the objects of the small files beside entry idx of tree t (once per directory). */
 void prefetch_siblings(Prefetch *p, const Tree *t, uint32_t idx);
-/* Decompresses the chunks of an object into the chunk cache in the background (dropped if the
- * queue is full). */
-void prefetch_decompress(Prefetch *p, const uint8_t digest[32], uint64_t n_chunks);
+/* Decompresses the chunks of a FILE node's object into the chunk cache and the kernel's page cache,
+ * in the background (dropped if the queue is full). */
+void prefetch_decompress(Prefetch *p, const Node *n);
 
 /* ---- fuse.c */
 

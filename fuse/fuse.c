@@ -739,7 +739,7 @@ static void read_ahead_maybe(NanoFuse *f, Node *n, NanoBlob *blob, uint64_t off,
         if (nano_blob_n_chunks(blob) < 2 || nano_blob_size(blob) > MIN(READ_AHEAD_MAX, f->opts.cache_size / 4))
                 return;
         if (!atomic_exchange(&n->read_ahead, true))
-                prefetch_decompress(f->prefetch, n->digest, nano_blob_n_chunks(blob));
+                prefetch_decompress(f->prefetch, n);
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)

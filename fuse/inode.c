@@ -368,6 +368,21 @@ Node *node_by_ino(NanoFuse *f, uint64_t ino)
         return found;
 }
 
+bool node_ino_is(NanoFuse *f, uint64_t ino, const uint8_t digest[32])
+{
+        bool is = false;
+
+        pthread_mutex_lock(&f->lock);
+        HASH_TABLE_FOREACH (l, &f->nodes_by_ino, ino) {
+                Node *n = container_of(l, Node, by_ino);
+                is = n->ino == ino && n->kind == NODE_FILE && memcmp(n->digest, digest, 32) == 0;
+                if (is)
+                        break;
+        }
+        pthread_mutex_unlock(&f->lock);
+        return is;
+}
+
 /* Finds the node with proto's key and takes a kernel reference on it, or inserts a copy of proto
  * (taking references on its tree and manifest). */
 static int node_get_locked(NanoFuse *f, const Node *proto, size_t name_size, uint64_t key_hash, Node **ret)

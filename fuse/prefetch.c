@@ -41,7 +41,7 @@ struct Prefetch {
         size_t head, n;
         struct {
                 uint8_t digest[32];
-                uint64_t n_chunks;
+                uint64_t ino, size;
         } ahead[AHEAD_QUEUE];
         size_t ahead_head, ahead_n;
         unsigned ahead_running, ahead_max;
@@ -90,22 +90,37 @@ static bool seen_enough_locked(Prefetch *p, uint64_t key, unsigned want)
         return false;
 }
 
-/* Decompresses every chunk of an object into the chunk cache, through its own blob (the reader's
- * belongs to a node that the kernel may forget meanwhile). A chunk already cached costs a probe; one
- * being filled by a reader is waited for, not done twice; a corrupt one is left to the reader, who
- * gets the EIO and logs it. */
-static void decompress_object(Prefetch *p, const uint8_t digest[32], uint64_t n_chunks)
+/* Decompresses every chunk of the object of inode ino into the chunk cache, through its own blob
+ * (the reader's belongs to a node that the kernel may forget meanwhile), and hands each chunk to the
+ * kernel's page cache of the inode (FUSE_NOTIFY_STORE): the program's next faults there are then
+ * served without a request. A chunk already cached costs a probe; one being filled by a reader is
+ * waited for, not done twice; a corrupt one ends the job and is left to the reader, who gets the EIO
+ * and logs it. Only verified chunks reach the kernel, as with a read. */
+static void decompress_object(Prefetch *p, const uint8_t digest[32], uint64_t ino, uint64_t size)
 {
+        NanoFuse *f = p->f;
         NanoBlob *b = NULL;
+        bool store;
+        unsigned shift;
 
-        if (object_blob_open(p->f, digest, false, &b) < 0)
+        if (object_blob_open(f, digest, false, &b) < 0)
                 return;
-        n_chunks = MIN(n_chunks, nano_blob_n_chunks(b));
-        for (uint64_t i = 0; i < n_chunks && !p->stop; i++) {
+        /* The size is the inode's, so a store cannot extend the file; the inode number is checked to be
+         * this content's still (it is derived from the content, but a collision moves a number). */
+        store = nano_blob_size(b) == size && node_ino_is(f, ino, digest);
+        shift = nano_blob_chunk_shift(b);
+        for (uint64_t i = 0; i < nano_blob_n_chunks(b) && !p->stop; i++) {
                 Chunk *k;
-                if (chunk_cache_get(p->f->cache, b, digest, i, &k) < 0)
+                if (chunk_cache_get(f->cache, b, digest, i, &k) < 0)
                         break;
-                chunk_unref(p->f->cache, k);
+                if (store) {
+                        struct fuse_bufvec v = FUSE_BUFVEC_INIT(chunk_size(k));
+                        v.buf[0].mem = (void *)chunk_data(k);
+                        /* -ENOENT: the kernel forgot the inode; nothing more to give it. */
+                        if (fuse_lowlevel_notify_store(f->se, ino, (off_t)(i << shift), &v, 0) < 0)
+                                store = false;
+                }
+                chunk_unref(f->cache, k);
         }
         nano_blob_free(b);
 }
@@ -124,14 +139,14 @@ static void *prefetch_thread(void *userdata)
                 ahead = p->ahead_n > 0 && p->ahead_running < p->ahead_max;
                 if (ahead) {
                         uint8_t digest[32];
-                        uint64_t n_chunks = p->ahead[p->ahead_head].n_chunks;
+                        uint64_t ino = p->ahead[p->ahead_head].ino, size = p->ahead[p->ahead_head].size;
                         memcpy(digest, p->ahead[p->ahead_head].digest, 32);
                         p->ahead_head = (p->ahead_head + 1) % AHEAD_QUEUE;
                         p->ahead_n--;
                         p->ahead_running++;
                         pthread_mutex_unlock(&p->lock);
 
-                        decompress_object(p, digest, n_chunks);
+                        decompress_object(p, digest, ino, size);
 
                         pthread_mutex_lock(&p->lock);
                         p->ahead_running--;
@@ -239,15 +254,16 @@ void prefetch_siblings(Prefetch *p, const Tree *t, uint32_t idx)
         pthread_mutex_unlock(&p->lock);
 }
 
-void prefetch_decompress(Prefetch *p, const uint8_t digest[32], uint64_t n_chunks)
+void prefetch_decompress(Prefetch *p, const Node *n)
 {
         if (!p || p->n_threads == 0)
                 return;
         pthread_mutex_lock(&p->lock);
         if (p->ahead_n < AHEAD_QUEUE) {
                 size_t i = (p->ahead_head + p->ahead_n) % AHEAD_QUEUE;
-                memcpy(p->ahead[i].digest, digest, 32);
-                p->ahead[i].n_chunks = n_chunks;
+                memcpy(p->ahead[i].digest, n->digest, 32);
+                p->ahead[i].ino = n->ino;
+                p->ahead[i].size = n->size;
                 p->ahead_n++;
                 pthread_cond_signal(&p->cond);
         }
