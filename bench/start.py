@@ -4,7 +4,9 @@
 
 This machine's speed drifts by 2x from minute to minute, the ratio of two commands timed one right
 after the other does not: each pair runs A, B, A, B… N times in one go, and the report gives the
-medians and the median of the per-round ratios A/B. Run by hand, never by CI:
+medians and the median of the per-round ratios A/B. Before each timed command, untimed, it waits
+until the background cleanup of nano's previous run (a `--rm` run's detached deletion of its
+instance's files) is over, so that neither side pays for it. Run by hand, never by CI:
 
     NANO_BIN=build-release/cli/nano bench/start.py [-n 40] [--pairs bare,ns,ns-pid,unshare]
 
@@ -14,6 +16,7 @@ the default NANO_HOME (~/.local/share/nano) would be. Needs bwrap and unshare (a
 bubblewrap util-linux). The Markdown goes to stdout.
 """
 import argparse
+import ctypes
 import os
 import pwd
 import shutil
@@ -72,7 +75,45 @@ def main():
             sys.exit(f"start.py: {' '.join(argv)} failed ({p.returncode}): {p.stderr.decode()}")
         return p
 
+    instances = os.path.join(env["NANO_HOME"], "instances")
+    warned = [0]
+    waits = []  # ms spent in settle() when there was something to wait for
+
+    def settle(timeout=5.0):
+        """Untimed: wait until the background work of nano's previous run is over. A foreground
+        `nano run --rm` exits once the service has, and leaves the deletion of the instance's files
+        (instances/.trash-<name>-<pid>) to a detached child: on 2 CPUs, and with a disk discard per
+        directory freed, that child would otherwise run during the next timed command, the peer's
+        as often as nano's. We are a child subreaper, so that child is ours to reap once its parent
+        is gone: done means no .trash-* left and no child of ours alive."""
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        while True:
+            try:
+                while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                    pass
+                children = True
+            except ChildProcessError:
+                children = False
+            try:
+                trash = any(n.startswith(".trash-") for n in os.listdir(instances))
+            except FileNotFoundError:
+                trash = False
+            if not trash and not children:
+                if time.monotonic() > t0 + 0.0001:
+                    waits.append((time.monotonic() - t0) * 1e3)
+                return
+            if time.monotonic() > deadline:
+                warned[0] += 1
+                if warned[0] <= 3:
+                    print(f"start.py: warning: nano's cleanup of its last run is not over after {timeout:.0f} s "
+                          f"({'a .trash-* is left in ' + instances if trash else 'a child is still running'}); "
+                          "timing the next command anyway", file=sys.stderr)
+                return
+            time.sleep(0.0002)
+
     def timed(argv):
+        settle()
         t = time.perf_counter_ns()
         p = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -86,6 +127,12 @@ def main():
     os.makedirs(os.path.join(rel, "bin"))
     run([nano, "store", "add", rel, "--name", "tiny", "--version", "1"])
     run([nano, "mount"], check=False)
+    # From now on, what a `nano run --rm` leaves running in the background is reparented to us
+    # (settle()). The mount's daemon, started above, is not: its parent was init already.
+    PR_SET_CHILD_SUBREAPER = 36
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        sys.exit(f"start.py: prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(ctypes.get_errno())}")
 
     nano_run = [nano, "run", "--rm"]
     pairs = {
@@ -119,8 +166,15 @@ def main():
                      statistics.median([x - y for x, y in zip(ta, tb)])))
         print(f"  {key}: done", file=sys.stderr)
 
+    settle()
     run([nano, "umount"], check=False)
     shutil.rmtree(work, ignore_errors=True)
+    if waits:
+        print(f"start.py: waited for nano's cleanup before {len(waits)} commands, median {statistics.median(waits):.2f} ms, "
+              f"max {max(waits):.2f} ms (untimed)", file=sys.stderr)
+    if warned[0]:
+        print(f"start.py: warning: {warned[0]} timed commands started before nano's cleanup was over",
+              file=sys.stderr)
     print("| nano | median | peer | median | ratio (median of rounds) | difference |")
     print("|---|---|---|---|---|---|")
     for a_name, ma, b_name, mb, r, d in rows:
