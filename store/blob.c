@@ -40,10 +40,17 @@ struct NanoChunkCompressor {
         size_t buf_size;
 };
 
+/* A writer gathers what it writes in a buffer of up to this many bytes: a small object (header, one
+ * frame, table and trailer) becomes one write instead of three. */
+#define WRITE_BUFFER_MAX (192u << 10)
+
 struct NanoBlobWriter {
         int fd;
         unsigned chunk_shift;
         uint64_t offset;    /* where the next frame goes */
+        uint8_t *pending;   /* bytes not written yet, from file offset pending_off */
+        size_t n_pending, pending_allocated;
+        uint64_t pending_off;
         uint64_t usize;     /* uncompressed bytes so far */
         ChunkEntry *chunks; /* one per frame written */
         size_t n_chunks, n_allocated;
@@ -263,9 +270,54 @@ int nano_chunk_compress_delta(NanoChunkCompressor *c, const void *data, size_t l
         return chunk_compress(c, data, len, prefix, prefix_len, ret_frame, ret_frame_size);
 }
 
+/* Writes out the pending bytes. */
+static int writer_flush(NanoBlobWriter *w)
+{
+        int r;
+
+        if (w->n_pending == 0)
+                return 0;
+        r = pwrite_all(w->fd, w->pending, w->n_pending, (off_t)w->pending_off);
+        if (r < 0)
+                return r;
+        w->pending_off += w->n_pending;
+        w->n_pending = 0;
+        return 0;
+}
+
+/* Appends data at the end of what was written, through the buffer unless it is large. */
+static int writer_append(NanoBlobWriter *w, const void *data, size_t size)
+{
+        int r;
+
+        if (w->n_pending + size > WRITE_BUFFER_MAX) {
+                r = writer_flush(w);
+                if (r < 0)
+                        return r;
+                if (size > WRITE_BUFFER_MAX / 2) {
+                        r = pwrite_all(w->fd, data, size, (off_t)w->pending_off);
+                        if (r < 0)
+                                return r;
+                        w->pending_off += size;
+                        return 0;
+                }
+        }
+        if (w->n_pending + size > w->pending_allocated) {
+                size_t n = MIN(MAX(w->pending_allocated * 2, w->n_pending + size), (size_t)WRITE_BUFFER_MAX);
+                uint8_t *p = realloc(w->pending, MAX(n, (size_t)4096));
+                if (!p)
+                        return -ENOMEM;
+                w->pending = p;
+                w->pending_allocated = MAX(n, (size_t)4096);
+        }
+        memcpy(w->pending + w->n_pending, data, size);
+        w->n_pending += size;
+        return 0;
+}
+
 int nano_blob_writer_new(int fd, unsigned chunk_shift, NanoBlobWriter **ret)
 {
-        _cleanup_free_ NanoBlobWriter *w = NULL;
+        _cleanup_(nano_blob_writer_freep) NanoBlobWriter *w = NULL;
         int r;
 
         if (fd < 0)
@@ -282,7 +334,7 @@ int nano_blob_writer_new(int fd, unsigned chunk_shift, NanoBlobWriter **ret)
                 .offset = NANO_BLOB_HEADER_SIZE,
         };
 
-        r = pwrite_all(fd, NANO_BLOB_MAGIC, NANO_BLOB_HEADER_SIZE, 0);
+        r = writer_append(w, NANO_BLOB_MAGIC, NANO_BLOB_HEADER_SIZE);
         if (r < 0)
                 return r;
 
@@ -295,6 +347,7 @@ NanoBlobWriter *nano_blob_writer_free(NanoBlobWriter *w)
         if (!w)
                 return NULL;
         free(w->chunks);
+        free(w->pending);
         free(w);
         return NULL;
 }
@@ -329,7 +382,7 @@ static int add_frame(NanoBlobWriter *w, const void *frame, size_t frame_size, si
                 w->n_allocated = n;
         }
 
-        r = pwrite_all(w->fd, frame, frame_size, (off_t)w->offset);
+        r = writer_append(w, frame, frame_size);
         if (r < 0)
                 return r;
 
@@ -411,9 +464,13 @@ int64_t nano_blob_writer_finish(NanoBlobWriter *w)
                 memcpy(buf + w->n_chunks * TABLE_ENTRY_SIZE, w->base_id, NANO_BLOB_BASE_ID_SIZE);
                 /* The header was written plain: the first frames could not know whether a delta
                  * would follow. */
-                r = pwrite_all(w->fd, NANO_BLOB_MAGIC_DELTA, NANO_BLOB_HEADER_SIZE, 0);
-                if (r < 0)
-                        return r;
+                if (w->pending_off == 0)
+                        memcpy(w->pending, NANO_BLOB_MAGIC_DELTA, NANO_BLOB_HEADER_SIZE);
+                else {
+                        r = pwrite_all(w->fd, NANO_BLOB_MAGIC_DELTA, NANO_BLOB_HEADER_SIZE, 0);
+                        if (r < 0)
+                                return r;
+                }
         }
 
         trailer = buf + table_size;
@@ -424,7 +481,9 @@ int64_t nano_blob_writer_finish(NanoBlobWriter *w)
         le64_write(trailer + TRAILER_OFF_TRAILER_XXH3, XXH3_64bits(trailer, TRAILER_OFF_TRAILER_XXH3));
         memcpy(trailer + TRAILER_OFF_MAGIC, NANO_BLOB_END_MAGIC, 8);
 
-        r = pwrite_all(w->fd, buf, total, (off_t)w->offset);
+        r = writer_append(w, buf, total);
+        if (r >= 0)
+                r = writer_flush(w);
         if (r < 0)
                 return r;
 

@@ -53,7 +53,8 @@ int nano_chunk_compress_delta(NanoChunkCompressor *c, const void *data, size_t l
 typedef struct NanoBlobWriter NanoBlobWriter;
 
 /* Starts a container on fd (which must be empty, positioned anywhere: writes use pwrite from 0).
- * The header is written at once. The fd is not owned. */
+ * Writes are gathered (up to 192 KiB) and all made by the time nano_blob_writer_finish() returns; the
+ * file is complete only then. The fd is not owned. */
 int nano_blob_writer_new(int fd, unsigned chunk_shift, NanoBlobWriter **ret);
 NanoBlobWriter *nano_blob_writer_free(NanoBlobWriter *w);
 /* Appends an already compressed frame holding `usize` uncompressed bytes. Every chunk but the

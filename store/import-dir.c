@@ -88,7 +88,9 @@ static int import_file(Walk *w, int dirfd, const char *name, const struct stat *
                 return nano_error_set(importer_error(imp), errno, "cannot stat '%s': %m", display(w));
         if (!S_ISREG(fst.st_mode) || fst.st_ino != st->st_ino)
                 return nano_error_set(importer_error(imp), EBUSY, "'%s' changed while it was being imported", display(w));
-        (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+        /* Only a file larger than the default readahead window gains from a larger one. */
+        if (fst.st_size > 128 << 10)
+                (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 
         r = importer_add_fd(imp, w->path, qdisplay(w), fd, (uint64_t)fst.st_size, &e, digest);
         if (r < 0)

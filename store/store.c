@@ -328,13 +328,29 @@ int nano_store_objfile(NanoStore *s, char name[64])
         return nano_store_tmpfile(s, name);
 }
 
-/* linkat() of an anonymous file needs its /proc/self/fd path (AT_EMPTY_PATH needs a capability). */
+/* linkat() of an anonymous file: with AT_EMPTY_PATH where the kernel lets an unprivileged caller
+ * link an O_TMPFILE it opened (Linux 6.10 and later), else through its /proc/self/fd path, a walk
+ * through procfs for every object. */
 static int link_anon(int fd, int dirfd, const char *path)
 {
+        static int empty_path = -1; /* AT_EMPTY_PATH works: 1, does not: 0, not known yet: -1 */
+        int known = __atomic_load_n(&empty_path, __ATOMIC_RELAXED);
         char proc[32];
 
+        if (known != 0) {
+                if (linkat(fd, "", dirfd, path, AT_EMPTY_PATH) == 0) {
+                        __atomic_store_n(&empty_path, 1, __ATOMIC_RELAXED);
+                        return 0;
+                }
+                /* Where it is refused the error is ENOENT, which is also that of a missing directory. */
+                if (known == 1 || (errno != ENOENT && errno != EPERM && errno != EINVAL))
+                        return -errno;
+        }
         snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
-        return linkat(AT_FDCWD, proc, dirfd, path, AT_SYMLINK_FOLLOW) < 0 ? -errno : 0;
+        if (linkat(AT_FDCWD, proc, dirfd, path, AT_SYMLINK_FOLLOW) < 0)
+                return -errno;
+        __atomic_store_n(&empty_path, 0, __ATOMIC_RELAXED);
+        return 0;
 }
 
 int nano_store_publish_fd(NanoStore *s, int fd, const char *name, int dirfd, const char *path,
