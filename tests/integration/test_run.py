@@ -178,6 +178,38 @@ def test_foreground_rm_makes_only_what_it_needs(hello, nano_bin, nano_home):
     assert link.is_symlink(), "the release link is kept for the next runs"
 
 
+def test_foreground_rm_killed_leaves_its_instance(hello, nano_bin, nano_home):
+    """A foreground --rm run killed with SIGKILL deletes nothing: its instance stays as it was (its
+    deleter, forked while the service runs, gets EOF and no trash name), `nano rm -f` removes it, and
+    the name can be used again. Its output pipe closes when nano dies: the deleter holds none of it."""
+    nano = hello
+    p = subprocess.Popen([str(nano_bin), "run", "--rm", "--name", "killed", "hello@1.0", "--",
+                          "sh", "-c", "echo up; exec sleep 1000"],
+                         env=dict(os.environ, NANO_HOME=os.fspath(nano_home)), stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert p.stdout.readline() == "up\n"
+        st = wait_for(lambda: (s := ps(nano).get("killed")) and s["state"] == "running" and s, what="running")
+        p.kill()
+        p.wait(timeout=20)
+        # The service is the only writer left; nano's deleter must not be one.
+        time.sleep(0.3)
+        inst = nano_home / "instances" / "killed"
+        assert sorted(os.listdir(inst)) == ["data", "spec.json", "state.json"], os.listdir(inst)
+        assert not [f for f in os.listdir(nano_home / "instances") if f.startswith(".trash-")]
+        st = ps(nano)["killed"]
+        assert st["state"] == "unknown" and not st["monitor_alive"] and st["service_alive"], st
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        p.stdout.close()
+    nano("rm", "-f", "killed")
+    assert not (nano_home / "instances" / "killed").exists()
+    assert nano("run", "--rm", "--name", "killed", "hello@1.0", "--", "true").returncode == 0
+    assert "killed" not in ps(nano)
+
+
 def test_exit_at_once_is_reported(hello):
     nano = hello
     name = nano("run", "-d", "--name", "quick", "--isolate", "bare", "hello@1.0", "--",
