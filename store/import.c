@@ -17,6 +17,8 @@
 #define THREADS_MAX 16u
 #define PROGRESS_INTERVAL_NS (100 * 1000 * 1000ULL)
 #define HASH_BLOCK (1u << 20)
+/* Stored bytes between two syncfs() of the writeback thread. */
+#define WRITEBACK_STEP (UINT64_C(64) << 20)
 
 /* A file's content read in one piece (small files): shared by its chunk jobs. */
 typedef struct Buffer {
@@ -79,6 +81,15 @@ struct Importer {
         bool stop;
         pthread_t threads[THREADS_MAX];
         unsigned n_threads;
+
+        /* Writeback: objects are not synced one by one, and the kernel starts writing dirty pages
+         * back only past a share of the RAM, so an import of a few hundred MB used to leave it all
+         * to the syncfs() before its ref, which then waited on idle CPUs. A thread syncs every
+         * WRITEBACK_STEP stored bytes instead, while compression goes on. */
+        pthread_t writeback;
+        bool writeback_started;
+        pthread_cond_t cond_writeback;
+        uint64_t stored_bytes, synced_bytes; /* under lock */
 
         DigestSet submitted; /* producer only: digests already stored or on their way */
         EVP_MD_CTX *sha;
@@ -241,6 +252,9 @@ static void object_finalize(Importer *imp, Object *o)
         } else if (r > 0) {
                 imp->result.new_objects++;
                 imp->result.new_bytes += (uint64_t)size;
+                imp->stored_bytes += (uint64_t)size;
+                if (imp->stored_bytes - imp->synced_bytes >= WRITEBACK_STEP)
+                        pthread_cond_signal(&imp->cond_writeback);
         }
         unlink_live_locked(imp, o);
         pthread_mutex_unlock(&imp->lock);
@@ -395,6 +409,26 @@ static void *worker(void *userdata)
         return NULL;
 }
 
+static void *writeback(void *userdata)
+{
+        Importer *imp = userdata;
+
+        pthread_mutex_lock(&imp->lock);
+        for (;;) {
+                while (!imp->stop && imp->stored_bytes - imp->synced_bytes < WRITEBACK_STEP)
+                        pthread_cond_wait(&imp->cond_writeback, &imp->lock);
+                if (imp->stop)
+                        break;
+                imp->synced_bytes = imp->stored_bytes;
+                pthread_mutex_unlock(&imp->lock);
+                /* Errors are the final syncfs()'s to report. */
+                (void)syncfs(imp->store->store_fd);
+                pthread_mutex_lock(&imp->lock);
+        }
+        pthread_mutex_unlock(&imp->lock);
+        return NULL;
+}
+
 int importer_new(NanoStore *s, const NanoAddOptions *opts, NanoError *err, Importer **ret)
 {
         Importer *imp;
@@ -421,6 +455,7 @@ int importer_new(NanoStore *s, const NanoAddOptions *opts, NanoError *err, Impor
         pthread_cond_init(&imp->cond_work, NULL);
         pthread_cond_init(&imp->cond_space, NULL);
         pthread_cond_init(&imp->cond_done, NULL);
+        pthread_cond_init(&imp->cond_writeback, NULL);
         imp->start_ns = imp->last_progress_ns = now_ns();
 
         r = nano_manifest_builder_new(&imp->builder);
@@ -442,6 +477,8 @@ int importer_new(NanoStore *s, const NanoAddOptions *opts, NanoError *err, Impor
                         return nano_error_set(err, r, "cannot start compression threads: %m");
                 }
         }
+        /* Without it, everything is synced at the end, as before. */
+        imp->writeback_started = pthread_create(&imp->writeback, NULL, writeback, imp) == 0;
         *ret = imp;
         return 0;
 }
@@ -455,9 +492,12 @@ Importer *importer_free(Importer *imp)
         if (!imp->failed)
                 imp->failed = -ECANCELED;
         pthread_cond_broadcast(&imp->cond_work);
+        pthread_cond_signal(&imp->cond_writeback);
         pthread_mutex_unlock(&imp->lock);
         for (unsigned i = 0; i < imp->n_threads; i++)
                 pthread_join(imp->threads[i], NULL);
+        if (imp->writeback_started)
+                pthread_join(imp->writeback, NULL);
 
         /* Threads are gone: no locking needed from here, but job_free takes the lock for buffers. */
         while (imp->queue_head) {
@@ -479,6 +519,7 @@ Importer *importer_free(Importer *imp)
         pthread_cond_destroy(&imp->cond_work);
         pthread_cond_destroy(&imp->cond_space);
         pthread_cond_destroy(&imp->cond_done);
+        pthread_cond_destroy(&imp->cond_writeback);
         free(imp);
         return NULL;
 }
