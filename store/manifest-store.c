@@ -113,55 +113,12 @@ static int other_versions(NanoStore *s, const char *name, const char *version, C
         return 0;
 }
 
-/* The base of a new manifest of release `name`: the manifest of its most recently added other
- * version. Versions are added in the order they are made, so the last one added is usually the
- * nearest to the new one (it is the one the new one replaces), and finding it costs one readdir;
- * measuring every version's similarity would cost a decode of each. When that manifest's chain of
- * bases is already at the depth limit, the new manifest starts a new chain (no base) rather than
- * taking an older, less similar base: so a release's chain restarts every
- * NANO_MANIFEST_PACK_DEPTH_MAX + 1 versions. 1 and the base, 0 if there is none. */
-static int find_base(NanoStore *s, const char *name, const char *version, const uint8_t id[32], size_t size,
-                     NanoManifest **ret, uint8_t ret_id[32], unsigned *ret_depth)
-{
-        _cleanup_free_ Candidate *list = NULL;
-        size_t n;
-        int r;
-
-        r = other_versions(s, name, version, &list, &n);
-        if (r < 0)
-                return r;
-
-        /* A version whose manifest cannot be read (missing, damaged, its own base gone) is skipped:
-         * a base must decode now, and this also keeps a manifest from becoming the base of one of
-         * its own bases. */
-        for (size_t i = 0; i < n && i < BASE_TRIES; i++) {
-                NanoManifestChain chain;
-                NanoManifest *m;
-                uint8_t bid[32];
-                size_t bsize;
-
-                if (nano_ref_read(s, name, list[i].version, bid) < 0 || memcmp(bid, id, 32) == 0)
-                        continue;
-                r = nano_store_open_manifest_chain(s, bid, &m, &chain);
-                if (r == -ENOMEM)
-                        return r;
-                if (r < 0)
-                        continue;
-                (void)nano_manifest_data(m, &bsize);
-                if (chain.n - 1 >= NANO_MANIFEST_PACK_DEPTH_MAX ||
-                    (uint64_t)bsize + size > (UINT64_C(1) << NANO_MANIFEST_PACK_WINDOW_LOG_MAX)) {
-                        nano_manifest_free(m);
-                        return 0;
-                }
-                *ret = m;
-                memcpy(ret_id, bid, 32);
-                *ret_depth = chain.n - 1;
-                return 1;
-        }
-        return 0;
-}
-
-int nano_store_open_previous(NanoStore *s, const char *name, const char *version, NanoManifest **ret)
+/* The manifest of the most recently added version of release `name` other than `version` (and, if
+ * skip is not NULL, other than manifest skip) that can be read, among the BASE_TRIES newest: a
+ * version whose manifest cannot be read (missing, damaged, its own base gone) is passed over. 1 and
+ * it, its id and (if chain is not NULL) the files its load read; 0 if there is none. */
+static int open_recent(NanoStore *s, const char *name, const char *version, const uint8_t *skip, NanoManifest **ret,
+                       uint8_t ret_id[32], NanoManifestChain *chain)
 {
         _cleanup_free_ Candidate *list = NULL;
         size_t n;
@@ -171,17 +128,52 @@ int nano_store_open_previous(NanoStore *s, const char *name, const char *version
         if (r < 0)
                 return r;
         for (size_t i = 0; i < n && i < BASE_TRIES; i++) {
-                uint8_t id[32];
-
-                if (nano_ref_read(s, name, list[i].version, id) < 0)
+                if (nano_ref_read(s, name, list[i].version, ret_id) < 0 || (skip && memcmp(ret_id, skip, 32) == 0))
                         continue;
-                r = nano_store_open_manifest(s, id, ret);
+                r = nano_store_open_manifest_chain(s, ret_id, ret, chain);
                 if (r == -ENOMEM)
                         return r;
                 if (r >= 0)
                         return 1;
         }
         return 0;
+}
+
+/* The base of a new manifest of release `name`: the manifest of its most recently added other
+ * version. Versions are added in the order they are made, so the last one added is usually the
+ * nearest to the new one (it is the one the new one replaces), and finding it costs one readdir;
+ * measuring every version's similarity would cost a decode of each. A base must decode now, which
+ * also keeps a manifest from becoming the base of one of its own bases. When that manifest's chain
+ * of bases is already at the depth limit, the new manifest starts a new chain (no base) rather than
+ * taking an older, less similar base: so a release's chain restarts every
+ * NANO_MANIFEST_PACK_DEPTH_MAX + 1 versions. 1 and the base, 0 if there is none. */
+static int find_base(NanoStore *s, const char *name, const char *version, const uint8_t id[32], size_t size,
+                     NanoManifest **ret, uint8_t ret_id[32], unsigned *ret_depth)
+{
+        NanoManifestChain chain;
+        NanoManifest *m;
+        size_t bsize;
+        int r;
+
+        r = open_recent(s, name, version, id, &m, ret_id, &chain);
+        if (r <= 0)
+                return r;
+        (void)nano_manifest_data(m, &bsize);
+        if (chain.n - 1 >= NANO_MANIFEST_PACK_DEPTH_MAX ||
+            (uint64_t)bsize + size > (UINT64_C(1) << NANO_MANIFEST_PACK_WINDOW_LOG_MAX)) {
+                nano_manifest_free(m);
+                return 0;
+        }
+        *ret = m;
+        *ret_depth = chain.n - 1;
+        return 1;
+}
+
+int nano_store_open_previous(NanoStore *s, const char *name, const char *version, NanoManifest **ret)
+{
+        uint8_t id[32];
+
+        return open_recent(s, name, version, NULL, ret, id, NULL);
 }
 
 int nano_store_put_manifest(NanoStore *s, const char *name, const char *version, const void *data, size_t size,

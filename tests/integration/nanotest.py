@@ -490,3 +490,16 @@ def tree_digest(path, mtime=True):
     walk(top, "")
     out.sort()
     return out
+
+
+def fsck_problems(result):
+    """The problem list of `nano store fsck --json`'s result."""
+    return result.json()["problem_list"]
+
+
+def checkout_equal(nano, workdir, release, src, name="co"):
+    """Checks out release into workdir/name (replacing it) and compares it with the tree src."""
+    co = workdir / name
+    shutil.rmtree(co, ignore_errors=True)
+    nano("store", "checkout", release, co)
+    assert tree_digest(co) == tree_digest(src), f"checkout of {release} differs from {src}"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from nanotest import make_tree, sanitizer_report, tree_digest
+from nanotest import fsck_problems as problems, make_tree, sanitizer_report, tree_digest
 
 KiB = 1024
 MiB = 1024 * 1024
@@ -412,10 +412,6 @@ def corrupt_setup(nano, workdir):
                                     "dir": {"other": b"other\n"}})
     j = add(nano, src, "c", "1")
     return src, j
-
-
-def problems(f):
-    return f.json()["problem_list"]
 
 
 def test_flipped_byte_in_object(nano, nano_home, workdir):

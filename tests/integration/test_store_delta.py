@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from nanotest import tree_digest
+from nanotest import checkout_equal, fsck_problems as problems, tree_digest
 from test_mount import mounter  # noqa: F401 (a fixture)
 
 PLAIN = b"NANOBLB\x01"
@@ -92,17 +92,6 @@ def objects(home):
 
 def stored_bytes(home):
     return sum(p.stat().st_size for p in objects(home).values())
-
-
-def problems(r):
-    return r.json()["problem_list"]
-
-
-def checkout_equal(nano, workdir, release, src, name="co"):
-    co = workdir / name
-    shutil.rmtree(co, ignore_errors=True)
-    nano("store", "checkout", release, co)
-    assert tree_digest(co) == tree_digest(src), f"checkout of {release} differs from {src}"
 
 
 def flip(path, offset):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from nanotest import tree_digest
+from nanotest import checkout_equal, fsck_problems as problems, tree_digest
 from test_mount import assert_same_tree, mounter  # noqa: F401 (a fixture)
 
 PACK_MAGIC = b"NANOMPK\x01"
@@ -63,17 +63,6 @@ def header(path):
     base = data[24:56]
     assert flags == 0
     return size, depth, ("sha256:" + base.hex() if depth else None)
-
-
-def problems(r):
-    return r.json()["problem_list"]
-
-
-def checkout_equal(nano, workdir, release, src, name="co"):
-    co = workdir / name
-    shutil.rmtree(co, ignore_errors=True)
-    nano("store", "checkout", release, co)
-    assert tree_digest(co) == tree_digest(src), f"checkout of {release} differs from {src}"
 
 
 def zstd_decode(path, base=None):
