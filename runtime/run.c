@@ -95,6 +95,40 @@ static void run_done(Run *r)
         free(r->static_json);
 }
 
+static void run_freep(Run **r)
+{
+        if (!*r)
+                return;
+        run_done(*r);
+        free(*r);
+}
+
+/* Our own binary, for what execs it again (`nano mount`, the monitor, `nano __spawn`): found when
+ * first needed, which a foreground run whose mount is up never is (the first look at /proc/self of a
+ * new process costs tens of microseconds). NULL, with r->err set, when it cannot be found. */
+static const char *run_self_exe(Run *r)
+{
+        if (r->self_exe[0])
+                return r->self_exe;
+        if (r->o->self_exe) {
+                if (!realpath(r->o->self_exe, r->self_exe)) {
+                        nano_error_set(r->err, errno, "cannot find the nano binary '%s': %m", r->o->self_exe);
+                        r->self_exe[0] = 0;
+                        return NULL;
+                }
+        } else {
+                /* The kernel's own path of our binary, already canonical: one readlink(), where
+                 * realpath() would walk it again component by component. */
+                ssize_t n = readlink("/proc/self/exe", r->self_exe, sizeof r->self_exe - 1);
+                if (n < 0) {
+                        nano_error_set(r->err, errno, "cannot find the nano binary (/proc/self/exe): %m");
+                        return NULL;
+                }
+                r->self_exe[n] = 0;
+        }
+        return r->self_exe;
+}
+
 /* ---- Strings. */
 
 static int strv_push(char ***v, size_t *n, const char *s)
@@ -853,6 +887,8 @@ static int run_detached(Run *r, NanoRunResult *ret)
         Report rep;
         ssize_t n;
 
+        if (!run_self_exe(r))
+                return -r->err->error;
         memfd = memfd_create("nano-state", MFD_CLOEXEC);
         if (memfd < 0 || write_all(memfd, r->static_json, strlen(r->static_json)) < 0)
                 return nano_error_set(r->err, errno, "cannot pass the state to the monitor: %m");
@@ -998,7 +1034,10 @@ static int run_foreground(Run *r, NanoRunResult *ret)
 
 int nano_run(const NanoRunOptions *o, NanoRunResult *ret, NanoError *err)
 {
-        _cleanup_(run_done) Run r = { .o = o, .err = err, .instance_fd = -EBADF, .lock_fd = -EBADF };
+        /* On the heap, not the stack: Run is ~57 KiB, mostly paths of PATH_MAX bytes of which a few
+         * are used. calloc() of a block that fresh sbrk memory holds leaves its pages alone, where a
+         * zeroed local would write all of them: 14 page faults for nothing, on every start. */
+        _cleanup_(run_freep) Run *r = calloc(1, sizeof *r);
         const char *view_release, *view_instance;
         char release_link_path[PATH_MAX];
         Supervisor s0 = {};
@@ -1006,71 +1045,65 @@ int nano_run(const NanoRunOptions *o, NanoRunResult *ret, NanoError *err)
 
         ret->exit_code = NANO_EXIT_RUN_FAILED_CODE;
         ret->name[0] = 0;
-        r.transient = !o->detach && o->remove;
-        r.notices = json_object_new_array();
-        r.limit_notices = json_object_new_array();
-        if (o->self_exe) {
-                if (!realpath(o->self_exe, r.self_exe))
-                        return nano_error_set(err, errno, "cannot find the nano binary '%s': %m", o->self_exe);
-        } else {
-                /* The kernel's own path of our binary, already canonical: one readlink(), where
-                 * realpath() would walk it again component by component. */
-                ssize_t n = readlink("/proc/self/exe", r.self_exe, sizeof r.self_exe - 1);
-                if (n < 0)
-                        return nano_error_set(err, errno, "cannot find the nano binary (/proc/self/exe): %m");
-                r.self_exe[n] = 0;
-        }
+        if (!r)
+                return nano_error_set(err, ENOMEM, "out of memory");
+        r->o = o;
+        r->err = err;
+        r->instance_fd = r->lock_fd = -EBADF;
+        r->transient = !o->detach && o->remove;
+        r->notices = json_object_new_array();
+        r->limit_notices = json_object_new_array();
 
-        k = resolve(&r);
+        k = resolve(r);
         if (k < 0)
                 return k;
-        k = make_name(&r);
+        k = make_name(r);
         if (k < 0)
                 return k;
-        k = create_instance(&r);
+        k = create_instance(r);
         if (k < 0)
                 return k;
-        strcpy(ret->name, r.plan.name);
-        r.plan.restart = o->restart;
-        r.plan.log_max = o->log_max ? o->log_max : NANO_RUN_LOG_MAX_DEFAULT;
-        r.plan.new_session = o->detach;
+        strcpy(ret->name, r->plan.name);
+        r->plan.restart = o->restart;
+        r->plan.log_max = o->log_max ? o->log_max : NANO_RUN_LOG_MAX_DEFAULT;
+        r->plan.new_session = o->detach;
 
-        snprintf(r.plan.mount_root, sizeof r.plan.mount_root, "%s/mnt", r.home);
-        snprintf(r.plan.release_dir, sizeof r.plan.release_dir, "%s/by-id/%s", r.plan.mount_root, r.plan.release_id);
-        k = pin_release(&r);
-        if (k >= 0 && !mount_serves(&r))
-                k = ensure_mount(r.home, r.self_exe, err);
+        snprintf(r->plan.mount_root, sizeof r->plan.mount_root, "%s/mnt", r->home);
+        snprintf(r->plan.release_dir, sizeof r->plan.release_dir, "%s/by-id/%s", r->plan.mount_root, r->plan.release_id);
+        k = pin_release(r);
+        if (k >= 0 && !mount_serves(r))
+                k = run_self_exe(r) ? ensure_mount(r->home, r->self_exe, err) : -r->err->error;
         if (k < 0)
                 goto fail;
 
-        k = decide_isolation(&r);
+        k = decide_isolation(r);
         if (k < 0)
                 goto fail;
         /* Bare: the release through a link, the by-id path has a ':', which PATH cannot hold.
          * Namespaces show it at /nano/release and need no link. */
-        if (r.plan.mode == NANO_ISOLATE_BARE) {
-                k = release_link(&r, release_link_path, sizeof release_link_path);
+        if (r->plan.mode == NANO_ISOLATE_BARE) {
+                k = release_link(r, release_link_path, sizeof release_link_path);
                 if (k < 0)
                         goto fail;
         }
-        view_release = r.plan.mode == NANO_ISOLATE_BARE ? release_link_path :
-                       r.plan.mode == NANO_ISOLATE_NS   ? "/nano/release" : "";
-        view_instance = r.plan.mode == NANO_ISOLATE_BARE ? r.plan.data_dir : "/nano/instance";
-        snprintf(r.plan.workdir, sizeof r.plan.workdir, "%s", o->workdir ? o->workdir : view_instance);
+        view_release = r->plan.mode == NANO_ISOLATE_BARE ? release_link_path :
+                       r->plan.mode == NANO_ISOLATE_NS   ? "/nano/release" : "";
+        view_instance = r->plan.mode == NANO_ISOLATE_BARE ? r->plan.data_dir : "/nano/instance";
+        snprintf(r->plan.workdir, sizeof r->plan.workdir, "%s", o->workdir ? o->workdir : view_instance);
 
-        k = pick_command(&r, view_release);
+        k = pick_command(r, view_release);
         if (k >= 0)
-                k = make_env(&r, view_release, view_instance);
+                k = make_env(r, view_release, view_instance);
         if (k >= 0)
-                k = prepare_seccomp(&r.plan, r.home, &r.prog, err);
+                k = prepare_seccomp(&r->plan, r->home, &r->prog, err);
         if (k >= 0)
-                prepare_root(&r.plan, r.home);
+                prepare_root(&r->plan, r->home);
         if (k >= 0)
-                k = apply_limits(&r);
+                k = apply_limits(r);
         if (k >= 0)
-                k = write_spec(&r);
+                k = write_spec(r);
         if (k >= 0)
-                k = render_static(&r);
+                k = render_static(r);
         if (k < 0)
                 goto fail;
 
@@ -1078,27 +1111,27 @@ int nano_run(const NanoRunOptions *o, NanoRunResult *ret, NanoError *err)
                 /* A first state.json, so that `nano ps` shows what starts while the monitor execs and
                  * spawns. In the foreground the first start writes it a moment from now; until then
                  * `ps` says "starting" (the lock is held and there is no state yet). */
-                s0 = (Supervisor){ .instance_fd = r.instance_fd, .static_json = r.static_json,
+                s0 = (Supervisor){ .instance_fd = r->instance_fd, .static_json = r->static_json,
                                    .state = NANO_STATE_STARTING, .monitor_pid = getpid(), .exit_code = -1,
                                    .exit_status = -1, .exit_signal = -1 };
                 (void)supervisor_write_state(&s0);
-                return run_detached(&r, ret);
+                return run_detached(r, ret);
         }
-        return run_foreground(&r, ret);
+        return run_foreground(r, ret);
 
 fail:
         /* Nothing ran: say so in state.json, and leave the instance to `nano rm` (or --rm). */
-        if (!r.static_json)
-                (void)render_static(&r);
-        s0 = (Supervisor){ .instance_fd = r.instance_fd, .static_json = r.static_json, .state = NANO_STATE_FAILED,
+        if (!r->static_json)
+                (void)render_static(r);
+        s0 = (Supervisor){ .instance_fd = r->instance_fd, .static_json = r->static_json, .state = NANO_STATE_FAILED,
                            .exit_code = NANO_EXIT_RUN_FAILED_CODE, .exit_status = -1, .exit_signal = -1 };
         snprintf(s0.error, sizeof s0.error, "%s", err->message);
         if (!o->remove)
                 (void)supervisor_write_state(&s0);
-        r.lock_fd = safe_close(r.lock_fd);
+        r->lock_fd = safe_close(r->lock_fd);
         if (o->remove) {
                 NanoError e = {};
-                (void)nano_instance_remove(r.home, r.plan.name, true, &e);
+                (void)nano_instance_remove(r->home, r->plan.name, true, &e);
         }
         return k;
 }
