@@ -425,12 +425,6 @@ int nano_instance_stop(const char *home, const char *name, unsigned timeout, Nan
 
 /* ---- Removing. */
 
-/* Where an instance goes to be deleted: out of the way, so that its name is free at once. */
-static void trash_name(char buf[static NAME_MAX + 1], const char *name, pid_t owner)
-{
-        snprintf(buf, NAME_MAX + 1, ".trash-%s-%ld", name, (long)owner);
-}
-
 static int rm_rf_at(int parent_fd, const char *name)
 {
         _cleanup_close_ int fd = openat(parent_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
@@ -516,7 +510,7 @@ int nano_instance_remove(const char *home, const char *name, bool force, NanoErr
         ifd = open(instances, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (ifd < 0)
                 return nano_error_set(err, errno, "cannot open '%s': %m", instances);
-        trash_name(trash, name, getpid());
+        snprintf(trash, sizeof trash, ".trash-%s-%ld", name, (long)getpid());
         if (renameat(ifd, name, ifd, trash) < 0)
                 return nano_error_set(err, errno, "cannot remove the instance '%s': %m", name);
         r = rm_rf_at(ifd, trash);
@@ -555,65 +549,7 @@ static int rm_rf_detached(int parent_fd, const char *trash)
         return 0;
 }
 
-/* The deleter of a foreground --rm run, forked while its service runs: a fork costs a copy of our
- * page tables (~0.1 ms), which then overlaps with the service instead of delaying our exit once the
- * service is over. It waits on a pipe: the name of the trash (instances/.trash-<name>-<our pid>),
- * written once we renamed the instance there, then EOF. EOF alone (we died, or kept the instance)
- * means nothing to delete: a killed `nano run` leaves its instance as it was, for `nano rm`. Its own
- * session, no fd of ours but instances/ (stdout) and the pipe (stdin), signals unblocked. */
-int trash_helper_start(const char *home, int *ret_fd)
-{
-        _cleanup_free_ char *instances = NULL;
-        _cleanup_close_ int ifd = -EBADF;
-        int p[2];
-        pid_t pid;
-
-        if (asprintf(&instances, "%s/instances", home) < 0)
-                return -ENOMEM;
-        ifd = open(instances, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (ifd < 0)
-                return -errno;
-        if (pipe2(p, O_CLOEXEC) < 0)
-                return -errno;
-        pid = fork();
-        if (pid < 0) {
-                int r = -errno;
-                safe_close(p[0]);
-                safe_close(p[1]);
-                return r;
-        }
-        if (pid == 0) {
-                char trash[NAME_MAX + 1];
-                size_t got = 0;
-                sigset_t none;
-
-                (void)setsid();
-                sigemptyset(&none);
-                (void)sigprocmask(SIG_SETMASK, &none, NULL);
-                if (dup2(p[0], 0) < 0 || dup2(ifd, 1) < 0 || syscall(SYS_close_range, 2u, ~0u, 0u) < 0)
-                        _exit(1);
-                for (;;) {
-                        ssize_t n = read(0, trash + got, sizeof trash - 1 - got);
-                        if (n < 0 && errno == EINTR)
-                                continue;
-                        if (n <= 0)
-                                break;
-                        got += (size_t)n;
-                        if (got == sizeof trash - 1)
-                                break;
-                }
-                trash[got] = 0;
-                if (got > strlen(".trash-") && strncmp(trash, ".trash-", strlen(".trash-")) == 0 &&
-                    !strchr(trash, '/'))
-                        (void)rm_rf_at(1, trash);
-                _exit(0);
-        }
-        safe_close(p[0]);
-        *ret_fd = p[1];
-        return 0;
-}
-
-int instance_remove_owned(const char *home, const char *name, NanoStore *store, NanoCgroup *cg, int helper_fd)
+int instance_remove_owned(const char *home, const char *name, NanoStore *store, NanoCgroup *cg)
 {
         _cleanup_free_ char *instances = NULL, *pin = NULL;
         _cleanup_close_ int ifd = -EBADF;
@@ -623,8 +559,7 @@ int instance_remove_owned(const char *home, const char *name, NanoStore *store, 
 
         /* What nano_instance_remove() does, without finding out again what the caller knows: no
          * state or spec to parse, no store to open, no lock to wait for (the caller holds it). The
-         * name and the pin go before we return; the files in a child we do not wait for: the helper
-         * forked while the service ran, else one forked now. */
+         * name and the pin go before we return; the files in a child we do not wait for. */
         if (cg)
                 (void)nano_cgroup_remove(cg, &e);
         if (asprintf(&instances, "%s/instances", home) < 0)
@@ -632,13 +567,11 @@ int instance_remove_owned(const char *home, const char *name, NanoStore *store, 
         ifd = open(instances, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (ifd < 0)
                 return -errno;
-        trash_name(trash, name, getpid());
+        snprintf(trash, sizeof trash, ".trash-%s-%ld", name, (long)getpid());
         if (renameat(ifd, name, ifd, trash) < 0)
                 return -errno;
         if (asprintf(&pin, "instance:%s", name) >= 0)
                 (void)nano_store_unpin(store, pin, &e);
-        if (helper_fd >= 0 && write(helper_fd, trash, strlen(trash)) == (ssize_t)strlen(trash))
-                return 0;
         if (rm_rf_detached(ifd, trash) >= 0)
                 return 0;
         r = rm_rf_at(ifd, trash);

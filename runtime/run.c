@@ -1006,7 +1006,6 @@ static int run_foreground(Run *r, NanoRunResult *ret)
                 .spawn = spawn_in_process,
                 .userdata = &ip,
         };
-        _cleanup_close_ int helper = -EBADF;
         sigset_t set;
         int k, code = 0;
 
@@ -1016,9 +1015,6 @@ static int run_foreground(Run *r, NanoRunResult *ret)
                 return nano_error_set(r->err, k, "cannot set up the supervision: %m");
         }
         k = supervisor_first_start(&s, r->err, &code);
-        /* The deleter of the files, forked now that the service runs, not after it. */
-        if (k >= 0 && r->o->remove && trash_helper_start(r->home, &helper) < 0)
-                helper = -EBADF;
         if (k >= 0)
                 code = supervisor_loop(&s);
         supervisor_done(&s);
@@ -1026,7 +1022,7 @@ static int run_foreground(Run *r, NanoRunResult *ret)
         (void)sigprocmask(SIG_UNBLOCK, &set, NULL);
         ret->exit_code = code;
         /* Still holding the lock: no one else can take the instance while it goes. */
-        if (r->o->remove && instance_remove_owned(r->home, r->plan.name, r->store, r->cg, helper) >= 0)
+        if (r->o->remove && instance_remove_owned(r->home, r->plan.name, r->store, r->cg) >= 0)
                 r->cg = nano_cgroup_free(r->cg);
         r->lock_fd = safe_close(r->lock_fd);
         return k < 0 ? k : 0;

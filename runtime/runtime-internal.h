@@ -209,14 +209,8 @@ int read_text_file(const char *path, size_t max, char **ret);
 int write_file_atomic(int dirfd, const char *name, const char *data, size_t len);
 /* 1 when the lock of the instance is held by someone (a monitor), 0 when free. */
 int instance_lock_held(int instance_fd);
-/* Forks the child that will delete a foreground --rm run's files (instances/.trash-<name>-<our pid>)
- * once told so on *ret_fd (instance_remove_owned() writes the name there; EOF alone: nothing to do).
- * Returns -errno when it cannot be forked. */
-int trash_helper_start(const char *home, int *ret_fd);
-/* Removes the instance whose lock the caller holds and whose service is over (foreground --rm): frees
- * the name and the pin, then leaves the files to the helper on helper_fd (or to a child forked now,
- * with -1). */
-int instance_remove_owned(const char *home, const char *name, NanoStore *store, NanoCgroup *cg, int helper_fd);
+/* Removes the instance whose lock the caller holds and whose service is over (foreground --rm). */
+int instance_remove_owned(const char *home, const char *name, NanoStore *store, NanoCgroup *cg);
 /* Makes sure the store is mounted at home/mnt, running `nano mount` if not. */
 int ensure_mount(const char *home, const char *self_exe, NanoError *err);
 
