@@ -990,6 +990,15 @@ static int run_detached(Run *r, NanoRunResult *ret)
         return 0;
 }
 
+/* An fd of the mount namespace of pid (with the user namespace that owns it), or -1. */
+static int open_mount_ns(pid_t pid)
+{
+        char path[64];
+
+        snprintf(path, sizeof path, "/proc/%d/ns/mnt", (int)pid);
+        return open(path, O_RDONLY | O_CLOEXEC);
+}
+
 static int run_foreground(Run *r, NanoRunResult *ret)
 {
         InProcess ip = { .plan = &r->plan, .prog = &r->prog, .cg = r->cg };
@@ -1006,6 +1015,7 @@ static int run_foreground(Run *r, NanoRunResult *ret)
                 .spawn = spawn_in_process,
                 .userdata = &ip,
         };
+        _cleanup_close_ int ns_keep = -EBADF;
         sigset_t set;
         int k, code = 0;
 
@@ -1015,6 +1025,13 @@ static int run_foreground(Run *r, NanoRunResult *ret)
                 return nano_error_set(r->err, k, "cannot set up the supervision: %m");
         }
         k = supervisor_first_start(&s, r->err, &code);
+        /* A transient run's namespaces outlive its service a little: held here, then by the child
+         * that deletes the files, which lets go once we have exited. Their teardown (every mount
+         * undone, with an RCU grace period waited for, the tmpfs and devpts superblocks, the user
+         * namespace) then happens after our exit, not in the service's exit, which we wait for. Not
+         * with restarts: each start has namespaces of its own. */
+        if (k >= 0 && r->transient && r->plan.mode != NANO_ISOLATE_BARE && r->plan.restart == NANO_RESTART_NO)
+                ns_keep = open_mount_ns(s.pid);
         if (k >= 0)
                 code = supervisor_loop(&s);
         supervisor_done(&s);
@@ -1022,7 +1039,7 @@ static int run_foreground(Run *r, NanoRunResult *ret)
         (void)sigprocmask(SIG_UNBLOCK, &set, NULL);
         ret->exit_code = code;
         /* Still holding the lock: no one else can take the instance while it goes. */
-        if (r->o->remove && instance_remove_owned(r->home, r->plan.name, r->store, r->cg) >= 0)
+        if (r->o->remove && instance_remove_owned(r->home, r->plan.name, r->store, r->cg, ns_keep) >= 0)
                 r->cg = nano_cgroup_free(r->cg);
         r->lock_fd = safe_close(r->lock_fd);
         return k < 0 ? k : 0;

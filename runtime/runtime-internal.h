@@ -209,8 +209,10 @@ int read_text_file(const char *path, size_t max, char **ret);
 int write_file_atomic(int dirfd, const char *name, const char *data, size_t len);
 /* 1 when the lock of the instance is held by someone (a monitor), 0 when free. */
 int instance_lock_held(int instance_fd);
-/* Removes the instance whose lock the caller holds and whose service is over (foreground --rm). */
-int instance_remove_owned(const char *home, const char *name, NanoStore *store, NanoCgroup *cg);
+/* Removes the instance whose lock the caller holds and whose service is over (foreground --rm).
+ * keep_fd: an fd of the instance's mount namespace (or -1), which the child deleting the files holds
+ * until the caller has exited. */
+int instance_remove_owned(const char *home, const char *name, NanoStore *store, NanoCgroup *cg, int keep_fd);
 /* Makes sure the store is mounted at home/mnt, running `nano mount` if not. */
 int ensure_mount(const char *home, const char *self_exe, NanoError *err);
 
