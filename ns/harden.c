@@ -43,7 +43,8 @@ int nano_harden(const NanoHardenConfig *c, NanoError *e)
         /* Last: the filter denies mount() and friends, which nothing above needs, but it could deny
          * something a future step needs, and the earlier steps need no protection from themselves. */
         if (c->seccomp) {
-                r = nano_seccomp_install(c->seccomp, e);
+                r = c->seccomp_kept_fd ? nano_seccomp_install_kept(c->seccomp, c->seccomp_kept_fd, e) :
+                                         nano_seccomp_install(c->seccomp, e);
                 if (r < 0)
                         return r;
         }

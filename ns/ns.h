@@ -307,6 +307,12 @@ void nano_seccomp_program_done(NanoSeccompProgram *p);
 /* [child] Loads p with seccomp(SECCOMP_SET_MODE_FILTER) (prctl on old kernels): one system call.
  * Needs no_new_privs (or CAP_SYS_ADMIN). Denied calls fail with EPERM (clone3: ENOSYS). */
 int nano_seccomp_install(const NanoSeccompProgram *p, NanoError *e);
+/* [child] The same, with a listener: *ret_fd gets an fd (O_CLOEXEC) that holds a reference to the
+ * filter, or -1 where the kernel refuses one (a filter with a listener is already on us). The filter
+ * never returns SECCOMP_RET_USER_NOTIF, so the listener hears nothing: it is there so that whoever
+ * holds it, rather than the last task under the filter, frees the filter (a deferred work that takes
+ * the CPU from the exiting task). */
+int nano_seccomp_install_kept(const NanoSeccompProgram *p, int *ret_fd, NanoError *e);
 
 /* Writes the canonical text of the rules of the default list (profile NULL) or of profile into buf:
  * the cache key material, and what `nano` can show. Returns the length, or -ENOBUFS / -EOPNOTSUPP. */
@@ -323,6 +329,7 @@ typedef struct NanoHardenConfig {
         bool allow_new_privs;              /* skip no_new_privs */
         bool keep_caps;                    /* skip the capability drop */
         const NanoSeccompProgram *seccomp; /* NULL: no seccomp filter */
+        int *seccomp_kept_fd;              /* non-NULL: nano_seccomp_install_kept(), its fd here */
 } NanoHardenConfig;
 
 /* [child] rlimits, no_new_privs, Landlock, capabilities, then seccomp: the filter comes last as it

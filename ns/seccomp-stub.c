@@ -26,6 +26,13 @@ int nano_seccomp_install(const NanoSeccompProgram *p, NanoError *e)
         return nano_error_set(e, EOPNOTSUPP, NO_SECCOMP);
 }
 
+int nano_seccomp_install_kept(const NanoSeccompProgram *p, int *ret_fd, NanoError *e)
+{
+        if (ret_fd)
+                *ret_fd = -1;
+        return nano_error_set(e, EOPNOTSUPP, NO_SECCOMP);
+}
+
 int nano_seccomp_rules_text(const NanoSeccompProfile *profile, char *buf, size_t size, NanoError *e)
 {
         return nano_error_set(e, EOPNOTSUPP, NO_SECCOMP);

@@ -583,6 +583,29 @@ int nano_seccomp_install(const NanoSeccompProgram *p, NanoError *e)
         return nano_error_set(e, errno, "load the seccomp filter: %m");
 }
 
+#ifndef SECCOMP_FILTER_FLAG_NEW_LISTENER
+#define SECCOMP_FILTER_FLAG_NEW_LISTENER (1UL << 3)
+#endif
+
+int nano_seccomp_install_kept(const NanoSeccompProgram *p, int *ret_fd, NanoError *e)
+{
+        struct sock_fprog prog;
+        long fd;
+
+        *ret_fd = -1;
+        if (!p || !p->insns || p->n == 0 || p->n > BPF_INSNS_MAX)
+                return nano_error_set(e, EINVAL, "load the seccomp filter: no program");
+        prog = (struct sock_fprog){.len = (unsigned short)p->n, .filter = p->insns};
+        fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
+        if (fd >= 0) {
+                *ret_fd = (int)fd;
+                return 0;
+        }
+        /* EBUSY: a filter above ours has a listener (nano in a nano instance); EINVAL: a kernel
+         * before 5.0. The filter without one. */
+        return nano_seccomp_install(p, e);
+}
+
 /* ---- Probe: load an allow-everything filter in a child that is thrown away. */
 
 void ns_probe_seccomp(NanoProbe *p, bool trial)

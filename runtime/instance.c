@@ -528,10 +528,10 @@ int nano_instance_remove(const char *home, const char *name, bool force, NanoErr
  * discard per directory freed, on ext4 without a journal mounted with discard) need not delay the
  * exit the user waits for. The child has its own session (a Ctrl-C meant for the terminal's next
  * command does not cut it short) and keeps no other fd: whoever reads our output sees its end at our
- * exit. keep_fd (or -1), the instance's mount namespace, is let go of once we have exited, before
- * the deletion: the namespace's teardown is the child's work, not part of our exit. Where fork
- * fails, the caller deletes it itself. */
-static int rm_rf_detached(int parent_fd, const char *trash, int keep_fd)
+ * exit. keep_fds (-1 each where none), the instance's mount namespace and seccomp filter, are let go
+ * of once we have exited, before the deletion: their teardown is the child's work, not part of our
+ * exit. Where fork fails, the caller deletes it itself. */
+static int rm_rf_detached(int parent_fd, const char *trash, const int keep_fds[static 2])
 {
         pid_t parent = getpid();
         pid_t pid = fork();
@@ -539,21 +539,25 @@ static int rm_rf_detached(int parent_fd, const char *trash, int keep_fd)
         if (pid < 0)
                 return -errno;
         if (pid == 0) {
-                int fd = fcntl(parent_fd, F_DUPFD_CLOEXEC, 3), keep = -1;
+                int fd = fcntl(parent_fd, F_DUPFD_CLOEXEC, 3), keep[2] = { -1, -1 }, last = fd;
 
                 (void)setsid();
-                if (keep_fd >= 0)
-                        keep = fcntl(keep_fd, F_DUPFD_CLOEXEC, fd + 1);
+                /* Right after ours, so that one close_range() above them takes all the others. */
+                for (size_t i = 0; fd >= 0 && i < 2; i++)
+                        if (keep_fds[i] >= 0 && (keep[i] = fcntl(keep_fds[i], F_DUPFD_CLOEXEC, last + 1)) >= 0)
+                                last = keep[i];
                 if (fd >= 0 && syscall(SYS_close_range, 0u, (unsigned)fd - 1, 0u) == 0 &&
-                    syscall(SYS_close_range, (unsigned)(keep >= 0 ? keep : fd) + 1, ~0u, 0u) == 0) {
-                        if (keep >= 0) {
+                    syscall(SYS_close_range, (unsigned)last + 1, ~0u, 0u) == 0) {
+                        if (last != fd) {
                                 int pfd = (int)syscall(SYS_pidfd_open, parent, 0);
                                 if (pfd >= 0) {
                                         struct pollfd p = { .fd = pfd, .events = POLLIN };
                                         (void)poll(&p, 1, 5000);
                                         close(pfd);
                                 }
-                                close(keep);
+                                for (size_t i = 0; i < 2; i++)
+                                        if (keep[i] >= 0)
+                                                close(keep[i]);
                         }
                         (void)rm_rf_at(fd, trash);
                 } else
@@ -563,7 +567,8 @@ static int rm_rf_detached(int parent_fd, const char *trash, int keep_fd)
         return 0;
 }
 
-int instance_remove_owned(const char *home, const char *name, NanoStore *store, NanoCgroup *cg, int keep_fd)
+int instance_remove_owned(const char *home, const char *name, NanoStore *store, NanoCgroup *cg,
+                          const int keep_fds[static 2])
 {
         _cleanup_free_ char *instances = NULL, *pin = NULL;
         _cleanup_close_ int ifd = -EBADF;
@@ -586,7 +591,7 @@ int instance_remove_owned(const char *home, const char *name, NanoStore *store, 
                 return -errno;
         if (asprintf(&pin, "instance:%s", name) >= 0)
                 (void)nano_store_unpin(store, pin, &e);
-        if (rm_rf_detached(ifd, trash, keep_fd) >= 0)
+        if (rm_rf_detached(ifd, trash, keep_fds) >= 0)
                 return 0;
         r = rm_rf_at(ifd, trash);
         if (r < 0)

@@ -17,6 +17,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/wait.h>
@@ -821,13 +822,14 @@ typedef struct InProcess {
         const NanoSeccompProgram *prog;
         const NanoCgroup *cg;
         const ChildBorn *born;
+        int keep_sock; /* -1, or where the child sends its seccomp filter's listener */
 } InProcess;
 
 static void run_child_of(void *userdata, int report_fd)
 {
         InProcess *ip = userdata;
 
-        run_child(ip->plan, ip->prog, ip->cg, ip->born, report_fd);
+        run_child(ip->plan, ip->prog, ip->cg, ip->born, report_fd, ip->keep_sock);
 }
 
 static int spawn_in_process(Supervisor *s, NanoError *err, int *ret_code)
@@ -999,9 +1001,37 @@ static int open_mount_ns(pid_t pid)
         return open(path, O_RDONLY | O_CLOEXEC);
 }
 
+static void close_pair(int (*p)[2])
+{
+        (*p)[0] = safe_close((*p)[0]);
+        (*p)[1] = safe_close((*p)[1]);
+}
+
+/* The fd sent on the datagram socket sock (SCM_RIGHTS), if one is waiting there, else -1. */
+static int recv_fd(int sock)
+{
+        union {
+                struct cmsghdr h;
+                char buf[CMSG_SPACE(sizeof(int))];
+        } u;
+        char byte;
+        struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+        struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf };
+        struct cmsghdr *c;
+        int fd;
+
+        if (recvmsg(sock, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) < 0)
+                return -1;
+        c = CMSG_FIRSTHDR(&m);
+        if (!c || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(int)))
+                return -1;
+        memcpy(&fd, CMSG_DATA(c), sizeof fd);
+        return fd;
+}
+
 static int run_foreground(Run *r, NanoRunResult *ret)
 {
-        InProcess ip = { .plan = &r->plan, .prog = &r->prog, .cg = r->cg };
+        InProcess ip = { .plan = &r->plan, .prog = &r->prog, .cg = r->cg, .keep_sock = -EBADF };
         Supervisor s = {
                 .instance_fd = r->instance_fd,
                 .name = r->plan.name,
@@ -1015,7 +1045,9 @@ static int run_foreground(Run *r, NanoRunResult *ret)
                 .spawn = spawn_in_process,
                 .userdata = &ip,
         };
-        _cleanup_close_ int ns_keep = -EBADF;
+        _cleanup_close_ int keep_sock = -EBADF;
+        _cleanup_(close_pair) int keep[2] = { -EBADF, -EBADF };
+        bool keeps = r->transient && r->plan.mode != NANO_ISOLATE_BARE && r->plan.restart == NANO_RESTART_NO;
         sigset_t set;
         int k, code = 0;
 
@@ -1024,14 +1056,27 @@ static int run_foreground(Run *r, NanoRunResult *ret)
                 supervisor_done(&s);
                 return nano_error_set(r->err, k, "cannot set up the supervision: %m");
         }
+        /* A transient run's namespaces and seccomp filter outlive its service a little: held here,
+         * then by the child that deletes the files, which lets go once we have exited. Their teardown
+         * (every mount undone, with an RCU grace period waited for, the tmpfs and devpts superblocks,
+         * the user namespace, the filter's BPF program) then happens after our exit, not in the
+         * service's exit, which we wait for: the filter's is a deferred work that took the CPU from
+         * the exiting service. Not with restarts: each start has namespaces of its own. */
+        if (keeps) {
+                int sp[2];
+
+                if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sp) >= 0) {
+                        keep_sock = sp[0];
+                        ip.keep_sock = sp[1];
+                }
+        }
         k = supervisor_first_start(&s, r->err, &code);
-        /* A transient run's namespaces outlive its service a little: held here, then by the child
-         * that deletes the files, which lets go once we have exited. Their teardown (every mount
-         * undone, with an RCU grace period waited for, the tmpfs and devpts superblocks, the user
-         * namespace) then happens after our exit, not in the service's exit, which we wait for. Not
-         * with restarts: each start has namespaces of its own. */
-        if (k >= 0 && r->transient && r->plan.mode != NANO_ISOLATE_BARE && r->plan.restart == NANO_RESTART_NO)
-                ns_keep = open_mount_ns(s.pid);
+        ip.keep_sock = safe_close(ip.keep_sock);
+        if (k >= 0 && keeps) {
+                keep[0] = open_mount_ns(s.pid);
+                if (keep_sock >= 0)
+                        keep[1] = recv_fd(keep_sock);
+        }
         if (k >= 0)
                 code = supervisor_loop(&s);
         supervisor_done(&s);
@@ -1039,7 +1084,7 @@ static int run_foreground(Run *r, NanoRunResult *ret)
         (void)sigprocmask(SIG_UNBLOCK, &set, NULL);
         ret->exit_code = code;
         /* Still holding the lock: no one else can take the instance while it goes. */
-        if (r->o->remove && instance_remove_owned(r->home, r->plan.name, r->store, r->cg, ns_keep) >= 0)
+        if (r->o->remove && instance_remove_owned(r->home, r->plan.name, r->store, r->cg, keep) >= 0)
                 r->cg = nano_cgroup_free(r->cg);
         r->lock_fd = safe_close(r->lock_fd);
         return k < 0 ? k : 0;
@@ -1183,7 +1228,7 @@ int nano_run_spawn_exec(const char *home, const char *name, NanoError *err)
         if (k >= 0 && p.cgroup)
                 k = nano_cgroup_open(&p.place, p.cgroup_name, &cg, err);
         if (k >= 0)
-                run_child(&p, &prog, cg, NULL, 3);
+                run_child(&p, &prog, cg, NULL, 3, -1);
         report_send(3, REPORT_ERROR, STAGE_SETUP, 0, err);
         run_plan_done(&p);
         nano_seccomp_program_done(&prog);

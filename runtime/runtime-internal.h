@@ -193,9 +193,10 @@ typedef struct ChildBorn {
 /* [child] Applies the plan and execs the service; reports on report_fd. Never returns. born: the
  * namespaces are entered already, else it unshares them. With a pid namespace (and born NULL) it
  * forks: the service is the grandchild, whose pid is reported; the caller must be a child subreaper's
- * child (or the subreaper itself must wait for the reported pid). */
+ * child (or the subreaper itself must wait for the reported pid). keep_sock (or -1): a datagram
+ * socket to send the seccomp filter's listener on (nano_seccomp_install_kept()). */
 _Noreturn void run_child(const RunPlan *p, const NanoSeccompProgram *prog, const NanoCgroup *cg,
-                         const ChildBorn *born, int report_fd);
+                         const ChildBorn *born, int report_fd, int keep_sock);
 
 /* [child] execve() of argv[0], searched in env's PATH when it has no '/'. Returns -errno: -ENOENT
  * when found nowhere (127), anything else when found but not executable (126). */
@@ -210,9 +211,10 @@ int write_file_atomic(int dirfd, const char *name, const char *data, size_t len)
 /* 1 when the lock of the instance is held by someone (a monitor), 0 when free. */
 int instance_lock_held(int instance_fd);
 /* Removes the instance whose lock the caller holds and whose service is over (foreground --rm).
- * keep_fd: an fd of the instance's mount namespace (or -1), which the child deleting the files holds
- * until the caller has exited. */
-int instance_remove_owned(const char *home, const char *name, NanoStore *store, NanoCgroup *cg, int keep_fd);
+ * keep_fds: what holds the instance's mount namespace and its seccomp filter (-1 each where none),
+ * which the child deleting the files holds until the caller has exited. */
+int instance_remove_owned(const char *home, const char *name, NanoStore *store, NanoCgroup *cg,
+                          const int keep_fds[static 2]);
 /* Makes sure the store is mounted at home/mnt, running `nano mount` if not. */
 int ensure_mount(const char *home, const char *self_exe, NanoError *err);
 

@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -91,8 +92,27 @@ _Noreturn static void run_init(pid_t service, bool own_group)
         }
 }
 
+/* Passes fd on the datagram socket sock (SCM_RIGHTS). No allocation. */
+static void send_fd(int sock, int fd)
+{
+        union {
+                struct cmsghdr h;
+                char buf[CMSG_SPACE(sizeof(int))];
+        } u = {};
+        char byte = 'k';
+        struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+        struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf };
+        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &fd, sizeof(int));
+        (void)sendmsg(sock, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
 _Noreturn void run_child(const RunPlan *p, const NanoSeccompProgram *prog, const NanoCgroup *cg,
-                         const ChildBorn *born, int report_fd)
+                         const ChildBorn *born, int report_fd, int keep_sock)
 {
         const char *writable[] = { p->data_dir, "/tmp", NULL };
         NanoLandlockConfig ll = { .writable = writable };
@@ -112,7 +132,7 @@ _Noreturn void run_child(const RunPlan *p, const NanoSeccompProgram *prog, const
         };
         NanoError e = {};
         sigset_t none;
-        int r;
+        int r, kept = -1;
 
         /* The supervisor blocks these for its signalfd: the mask survives execve(). */
         sigemptyset(&none);
@@ -166,9 +186,20 @@ _Noreturn void run_child(const RunPlan *p, const NanoSeccompProgram *prog, const
         if (p->new_session)
                 (void)setsid();
 
+        /* The filter's listener goes to our parent, which holds it past the service's end: see
+         * nano_seccomp_install_kept(). */
+        if (keep_sock >= 0 && h.seccomp)
+                h.seccomp_kept_fd = &kept;
         r = nano_harden(&h, &e);
         if (r < 0)
                 fail(report_fd, STAGE_SETUP, &e);
+        if (keep_sock >= 0) {
+                if (kept >= 0) {
+                        send_fd(keep_sock, kept);
+                        close(kept);
+                }
+                close(keep_sock);
+        }
 
         if (p->ns_flags & NANO_NS_PID) {
                 /* We are pid 1 here: become the namespace's init, the service is our child. Every
