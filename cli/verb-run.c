@@ -81,7 +81,8 @@ int verb_run(int argc, char **argv)
                 { "log-max", required_argument, NULL, OPT_LOG_MAX },
                 {},
         };
-        NanoRunOptions o = { .home = arg_home, .isolate = NANO_RUN_ISOLATE_AUTO, .notice = print_notice };
+        NanoRunOptions o = { .home = arg_home, .isolate = NANO_RUN_ISOLATE_AUTO, .notice = print_notice,
+                             .exits_after = true };
         _cleanup_free_ char **env = NULL;
         NanoRunResult res = {};
         NanoError err = {};

@@ -1084,7 +1084,8 @@ static int run_foreground(Run *r, NanoRunResult *ret)
         (void)sigprocmask(SIG_UNBLOCK, &set, NULL);
         ret->exit_code = code;
         /* Still holding the lock: no one else can take the instance while it goes. */
-        if (r->o->remove && instance_remove_owned(r->home, r->plan.name, r->store, r->cg, keep) >= 0)
+        if (r->o->remove &&
+            instance_remove_owned(r->home, r->plan.name, r->store, r->cg, keep, r->o->exits_after) >= 0)
                 r->cg = nano_cgroup_free(r->cg);
         r->lock_fd = safe_close(r->lock_fd);
         return k < 0 ? k : 0;

@@ -212,9 +212,10 @@ int write_file_atomic(int dirfd, const char *name, const char *data, size_t len)
 int instance_lock_held(int instance_fd);
 /* Removes the instance whose lock the caller holds and whose service is over (foreground --rm).
  * keep_fds: what holds the instance's mount namespace and its seccomp filter (-1 each where none),
- * which the child deleting the files holds until the caller has exited. */
+ * which the child deleting the files lets go of first. until_exit: the caller exits right after
+ * (NanoRunOptions.exits_after), and the child waits for that, sharing its memory (no fork). */
 int instance_remove_owned(const char *home, const char *name, NanoStore *store, NanoCgroup *cg,
-                          const int keep_fds[static 2]);
+                          const int keep_fds[static 2], bool until_exit);
 /* Makes sure the store is mounted at home/mnt, running `nano mount` if not. */
 int ensure_mount(const char *home, const char *self_exe, NanoError *err);
 

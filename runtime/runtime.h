@@ -84,6 +84,10 @@ typedef struct NanoRunOptions {
         /* One line each for what the host refused and what nano did instead. */
         void (*notice)(const char *message, void *userdata);
         void *userdata;
+        /* The caller exits right after nano_run() returns (the `nano` command): a foreground --rm
+         * run's files are then deleted by a child that shares this process's memory and waits for
+         * its exit, rather than by a fork. */
+        bool exits_after;
 } NanoRunOptions;
 
 typedef struct NanoRunResult {
