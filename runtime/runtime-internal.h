@@ -94,6 +94,7 @@ struct Supervisor {
         char error[1024];
         bool stop_requested;
         uint64_t kill_deadline;                  /* monotonic ns; 0: none */
+        uint64_t state_due;                      /* transient: when the first state.json is due; 0: none */
         unsigned backoff_ms;
 };
 

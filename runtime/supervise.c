@@ -33,6 +33,10 @@
 #define BACKOFF_FIRST_MS 100u
 #define BACKOFF_MAX_MS 30000u
 #define STABLE_NS (UINT64_C(10) * 1000000000) /* running this long resets the back-off */
+/* A transient service's state.json comes this long after its start, not at once: the start is when
+ * the service needs the CPU most, and one that is over by then (a command, not a service) never
+ * needs one. Until then `nano ps` says "starting". */
+#define TRANSIENT_STATE_DELAY_NS (UINT64_C(5) * 1000000)
 /* `nano stop` sends SIGTERM with sigqueue() and this in the value's high bits, the timeout below. */
 #define STOP_MAGIC 0x5a000000
 #define STOP_MAGIC_MASK 0xff000000
@@ -531,13 +535,18 @@ static int start(Supervisor *s, NanoError *err, int *ret_code)
         s->pid = pid;
         s->pidfd = xclose(s->pidfd);
         s->pidfd = pidfd_open_(pid);
-        s->pid_starttime = proc_starttime(pid);
         s->running_since = mono_ns();
         s->state = NANO_STATE_RUNNING;
         s->error[0] = 0;
         s->exit_code = s->exit_status = s->exit_signal = -1;
         s->finished_ns = 0;
         supervisor_note(s, "service started, pid %d", (int)pid);
+        if (s->transient) {
+                s->pid_starttime = 0;
+                s->state_due = s->running_since + TRANSIENT_STATE_DELAY_NS;
+                return 0;
+        }
+        s->pid_starttime = proc_starttime(pid);
         (void)supervisor_write_state(s);
         return 0;
 }
@@ -645,6 +654,10 @@ int supervisor_loop(Supervisor *s)
                         int t = s->kill_deadline <= now ? 0 : (int)((s->kill_deadline - now) / 1000000u) + 1;
                         timeout = timeout < 0 ? t : (t < timeout ? t : timeout);
                 }
+                if (s->state_due && s->pid > 0) {
+                        int t = s->state_due <= now ? 0 : (int)((s->state_due - now + 999999u) / 1000000u);
+                        timeout = timeout < 0 ? t : (t < timeout ? t : timeout);
+                }
 
                 pfd[n++] = (struct pollfd){ .fd = s->signal_fd, .events = POLLIN };
                 if (s->pidfd >= 0 && s->pid > 0)
@@ -671,6 +684,12 @@ int supervisor_loop(Supervisor *s)
                         s->kill_deadline = 0;
                 }
 
+                if (s->state_due && s->pid > 0 && now >= s->state_due) {
+                        s->state_due = 0;
+                        s->pid_starttime = proc_starttime(s->pid);
+                        (void)supervisor_write_state(s);
+                }
+
                 if (s->pid > 0 && reap(s)) {
                         log_drain(s);
                         if (s->exit_signal > 0)
@@ -685,6 +704,7 @@ int supervisor_loop(Supervisor *s)
                         s->pid = 0;
                         s->pidfd = xclose(s->pidfd);
                         s->kill_deadline = 0;
+                        s->state_due = 0; /* over before its first state: none needed */
                         s->finished_ns = real_ns();
                         if (wants_restart(s)) {
                                 if (now - s->running_since >= STABLE_NS)
