@@ -111,17 +111,16 @@ static void send_fd(int sock, int fd)
         (void)sendmsg(sock, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
 }
 
-_Noreturn void run_child(const RunPlan *p, const NanoSeccompProgram *prog, const NanoCgroup *cg,
-                         const ChildBorn *born, int report_fd, int keep_sock)
+/* What a start needs once its namespaces are entered: the plan, and where to report. */
+typedef struct ChildRun {
+        const RunPlan *p;
+        const NanoSeccompProgram *prog;
+        int report_fd, keep_sock;
+} ChildRun;
+
+static void ns_config(const RunPlan *p, NanoNsConfig *ret)
 {
-        const char *writable[] = { p->data_dir, "/tmp", NULL };
-        NanoLandlockConfig ll = { .writable = writable };
-        NanoHardenConfig h = {
-                .landlock = p->landlock ? &ll : NULL,
-                .seccomp = p->seccomp != PLAN_SECCOMP_NONE ? prog : NULL,
-                .keep_caps = !p->caps,
-        };
-        NanoNsConfig c = {
+        *ret = (NanoNsConfig){
                 .mode = p->mode,
                 .flags = p->ns_flags,
                 .store_dir = p->mode == NANO_ISOLATE_NS ? p->mount_root : NULL,
@@ -130,9 +129,142 @@ _Noreturn void run_child(const RunPlan *p, const NanoSeccompProgram *prog, const
                 .workdir = p->workdir,
                 .skeleton = p->root_skeleton[0] ? p->root_skeleton : NULL,
         };
+}
+
+/* The rest of a start, in the namespaces: the new root, hardening, the init with a pid namespace,
+ * then the service's exec. */
+_Noreturn static void run_child_root(const ChildRun *x)
+{
+        const RunPlan *p = x->p;
+        const char *writable[] = { p->data_dir, "/tmp", NULL };
+        NanoLandlockConfig ll = { .writable = writable };
+        NanoHardenConfig h = {
+                .landlock = p->landlock ? &ll : NULL,
+                .seccomp = p->seccomp != PLAN_SECCOMP_NONE ? x->prog : NULL,
+                .keep_caps = !p->caps,
+        };
+        NanoNsConfig c;
         NanoError e = {};
         sigset_t none;
         int r, kept = -1;
+
+        sigemptyset(&none);
+        if (p->mode != NANO_ISOLATE_BARE) {
+                ns_config(p, &c);
+                r = nano_ns_setup_root(&c, &e);
+                if (r < 0)
+                        fail(x->report_fd, STAGE_SETUP, &e);
+        }
+
+        /* Detached: its own session, so that a stop reaches everything it started, and no terminal. */
+        if (p->new_session)
+                (void)setsid();
+
+        /* The filter's listener goes to our parent, which holds it past the service's end: see
+         * nano_seccomp_install_kept(). */
+        if (x->keep_sock >= 0 && h.seccomp)
+                h.seccomp_kept_fd = &kept;
+        r = nano_harden(&h, &e);
+        if (r < 0)
+                fail(x->report_fd, STAGE_SETUP, &e);
+        if (x->keep_sock >= 0) {
+                if (kept >= 0) {
+                        send_fd(x->keep_sock, kept);
+                        close(kept);
+                }
+                close(x->keep_sock);
+        }
+
+        if (p->ns_flags & NANO_NS_PID) {
+                /* We are pid 1 here: become the namespace's init, the service is our child. Every
+                 * signal blocked first, so none is lost between the fork and sigwaitinfo(). */
+                sigset_t all;
+                pid_t pid;
+
+                sigfillset(&all);
+                sigprocmask(SIG_SETMASK, &all, NULL);
+                /* vfork: the service borrows our memory until its exec, which nobody else uses. */
+#if NANO_SANITIZED
+                pid = fork();
+#else
+                pid = vfork();
+#endif
+                if (pid < 0) {
+                        nano_error_set(&e, errno, "cannot fork the service from its init: %m");
+                        fail(x->report_fd, STAGE_SETUP, &e);
+                }
+                if (pid > 0) {
+                        /* The service held the report pipe until its exec: EOF now means it ran. A
+                         * plain close(): from here on we may share the memory of the `nano run` that
+                         * reads it (start_init()), and must not write errno. */
+                        close(x->report_fd);
+                        run_init(pid, p->new_session);
+                }
+                if (p->new_session)
+                        (void)setpgid(0, 0);
+                sigprocmask(SIG_SETMASK, &none, NULL);
+        }
+
+        r = exec_search(p->argv, p->env);
+        nano_error_set(&e, r, "cannot execute '%s': %m%s", p->argv[0],
+                       r == -ENOENT ? (strchr(p->argv[0], '/') ? "" : " (not found in PATH)") : "");
+        fail(x->report_fd, STAGE_EXEC, &e);
+}
+
+static int init_main(void *arg)
+{
+        run_child_root(arg);
+}
+
+#define INIT_STACK_SIZE (1024 * 1024)
+
+/* The init of a pid namespace: our first child after unshare(CLONE_NEWPID), pid 1 there, which never
+ * execs. A clone(CLONE_VM) on a stack of its own, not a fork: no copy of our page tables, none of the
+ * copy-on-write faults that followed in it and in `nano run` (whose memory we are in when born of
+ * spawn_reporting_child_vm()), and an exit that unmaps nothing, one wakeup before `nano run`'s. We
+ * report its pid and exit right away; then it shares its memory with `nano run` alone, which until
+ * the service's exec only waits in read() for the report pipe's EOF, and after it, the init makes
+ * only calls that cannot fail (sigwaitinfo() with every signal blocked and no handler, waitpid() while
+ * its child is there, kill() of its child not yet reaped, close() of an fd it holds, _exit()): so it
+ * writes no errno, the one piece of state the two would share (their TLS is the same). Under
+ * AddressSanitizer, which cannot follow a child in our memory, a fork. */
+static pid_t start_init(const ChildRun *x)
+{
+#if NANO_SANITIZED
+        pid_t pid = fork();
+
+        if (pid == 0)
+                run_child_root(x);
+        return pid;
+#else
+        /* Mapped once, in the memory we share with `nano run`, and kept for the restarts (the
+         * previous init has exited by then). */
+        static uint8_t *stack = NULL;
+        long page = sysconf(_SC_PAGESIZE);
+        ChildRun *copy;
+
+        if (!stack) {
+                uint8_t *m = mmap(NULL, INIT_STACK_SIZE, PROT_READ | PROT_WRITE,
+                                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+                if (m == MAP_FAILED)
+                        return -1;
+                (void)mprotect(m, (size_t)(page > 0 ? page : 4096), PROT_NONE);
+                stack = m;
+        }
+        /* Its arguments on its own stack: ours is gone once we have reported. */
+        copy = (ChildRun *)(stack + INIT_STACK_SIZE - 64);
+        *copy = *x;
+        return clone(init_main, (uint8_t *)copy - 64, CLONE_VM | SIGCHLD, copy);
+#endif
+}
+
+_Noreturn void run_child(const RunPlan *p, const NanoSeccompProgram *prog, const NanoCgroup *cg,
+                         const ChildBorn *born, int report_fd, int keep_sock)
+{
+        ChildRun x = { .p = p, .prog = prog, .report_fd = report_fd, .keep_sock = keep_sock };
+        NanoError e = {};
+        sigset_t none;
+        int r;
 
         /* The supervisor blocks these for its signalfd: the mask survives execve(). */
         sigemptyset(&none);
@@ -152,87 +284,34 @@ _Noreturn void run_child(const RunPlan *p, const NanoSeccompProgram *prog, const
                         fail(report_fd, STAGE_SETUP, &e);
                 }
         } else {
+                NanoNsConfig c;
+
+                ns_config(p, &c);
                 r = born ? nano_ns_setup_entered(&c, born->uid, born->gid, &e) : nano_ns_unshare(&c, &e);
                 if (r < 0)
                         fail(report_fd, STAGE_SETUP, &e);
                 if (p->ns_flags & NANO_NS_PID) {
-                        /* Only our children enter the new pid namespace: the service is the next one,
-                         * pid 1 there. We report its pid and leave; our parent, a child subreaper,
-                         * inherits it. Born in our memory (clone(CLONE_VM)), we unshare it only now:
-                         * as our first child, its init would never exec, and our parent would wait
-                         * for that forever. The fork gives the init a memory of its own. */
+                        /* Only our children enter the new pid namespace: the init is the next one,
+                         * pid 1 there (start_init()), and goes on with the start. We report its pid
+                         * and leave; our parent, a child subreaper, inherits it. Born in our memory
+                         * (clone(CLONE_VM | CLONE_VFORK)), we unshare it only now: as our first child,
+                         * its init would never exec, and our parent would wait for that forever. */
                         pid_t pid;
 
                         if (born && unshare(CLONE_NEWPID) < 0) {
                                 nano_error_set(&e, errno, "unshare(CLONE_NEWPID): %m");
                                 fail(report_fd, STAGE_SETUP, &e);
                         }
-                        pid = fork();
+                        pid = start_init(&x);
                         if (pid < 0) {
-                                nano_error_set(&e, errno, "cannot fork into the pid namespace: %m");
+                                nano_error_set(&e, errno, "cannot start the init of the pid namespace: %m");
                                 fail(report_fd, STAGE_SETUP, &e);
                         }
-                        if (pid > 0) {
-                                report_send(report_fd, REPORT_PID, STAGE_SETUP, pid, NULL);
-                                _exit(0);
-                        }
+                        report_send(report_fd, REPORT_PID, STAGE_SETUP, pid, NULL);
+                        _exit(0);
                 }
-                r = nano_ns_setup_root(&c, &e);
-                if (r < 0)
-                        fail(report_fd, STAGE_SETUP, &e);
         }
-
-        /* Detached: its own session, so that a stop reaches everything it started, and no terminal. */
-        if (p->new_session)
-                (void)setsid();
-
-        /* The filter's listener goes to our parent, which holds it past the service's end: see
-         * nano_seccomp_install_kept(). */
-        if (keep_sock >= 0 && h.seccomp)
-                h.seccomp_kept_fd = &kept;
-        r = nano_harden(&h, &e);
-        if (r < 0)
-                fail(report_fd, STAGE_SETUP, &e);
-        if (keep_sock >= 0) {
-                if (kept >= 0) {
-                        send_fd(keep_sock, kept);
-                        close(kept);
-                }
-                close(keep_sock);
-        }
-
-        if (p->ns_flags & NANO_NS_PID) {
-                /* We are pid 1 here: become the namespace's init, the service is our child. Every
-                 * signal blocked first, so none is lost between the fork and sigwaitinfo(). */
-                sigset_t all;
-                pid_t pid;
-
-                sigfillset(&all);
-                sigprocmask(SIG_SETMASK, &all, NULL);
-                /* vfork: the service borrows our memory until its exec, which nobody else uses. */
-#if NANO_SANITIZED
-                pid = fork();
-#else
-                pid = vfork();
-#endif
-                if (pid < 0) {
-                        nano_error_set(&e, errno, "cannot fork the service from its init: %m");
-                        fail(report_fd, STAGE_SETUP, &e);
-                }
-                if (pid > 0) {
-                        /* The service holds the report pipe until its exec: EOF then means it ran. */
-                        safe_close(report_fd);
-                        run_init(pid, p->new_session);
-                }
-                if (p->new_session)
-                        (void)setpgid(0, 0);
-                sigprocmask(SIG_SETMASK, &none, NULL);
-        }
-
-        r = exec_search(p->argv, p->env);
-        nano_error_set(&e, r, "cannot execute '%s': %m%s", p->argv[0],
-                       r == -ENOENT ? (strchr(p->argv[0], '/') ? "" : " (not found in PATH)") : "");
-        fail(report_fd, STAGE_EXEC, &e);
+        run_child_root(&x);
 }
 
 int spawn_reporting_child(void (*child)(void *userdata, int report_fd), void *userdata, NanoError *err,
@@ -316,7 +395,10 @@ int spawn_reporting_child_vm(void (*child)(void *userdata, int report_fd), void 
         cs.report_fd = fds[1];
         pid = clone(clone_start, stack + CHILD_STACK_SIZE, CLONE_VM | CLONE_VFORK | SIGCHLD | clone_flags, &cs);
         saved = errno;
-        safe_close(fds[1]);
+        /* Not safe_close(), which writes errno back: with a pid namespace, the init (start_init())
+         * may be setting up in our memory now, errno included; until the report pipe's EOF we only
+         * read() it. */
+        close(fds[1]);
         if (pid < 0) {
                 *ret_code = NANO_EXIT_RUN_FAILED_CODE;
                 safe_close(fds[0]);
