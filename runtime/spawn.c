@@ -211,12 +211,14 @@ _Noreturn static void run_child_root(const ChildRun *x)
         fail(x->report_fd, STAGE_EXEC, &e);
 }
 
+#if !NANO_SANITIZED
 static int init_main(void *arg)
 {
         run_child_root(arg);
 }
 
 #define INIT_STACK_SIZE (1024 * 1024)
+#endif
 
 /* The init of a pid namespace: our first child after unshare(CLONE_NEWPID), pid 1 there, which never
  * execs. A clone(CLONE_VM) on a stack of its own, not a fork: no copy of our page tables, none of the
