@@ -134,25 +134,31 @@ static int count_garbage(const uint8_t *digest, int dirfd, const char *dir, cons
         return 0;
 }
 
+/* An fd on dirfd/file if it is a delta container (by its magic alone), else -1. */
+static int open_if_delta(int dirfd, const char *file)
+{
+        char magic[NANO_BLOB_HEADER_SIZE];
+        int fd = openat(dirfd, file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+
+        if (fd >= 0 && (pread_full(fd, magic, sizeof magic, 0) != (ssize_t)sizeof magic ||
+                        memcmp(magic, NANO_BLOB_MAGIC_DELTA, sizeof magic) != 0))
+                fd = safe_close(fd);
+        return fd < 0 ? -1 : fd;
+}
+
 static int mark_base(const uint8_t *digest, int dirfd, const char *dir, const char *file, void *userdata)
 {
         _cleanup_(nano_blob_freep) NanoBlob *blob = NULL;
         struct bases *b = userdata;
-        char magic[NANO_BLOB_HEADER_SIZE];
         uint8_t id[32];
         int fd, r;
 
         (void)dir;
         if (!digest || !digest_set_contains(b->reachable, digest))
                 return 0;
-        fd = openat(dirfd, file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        fd = open_if_delta(dirfd, file);
         if (fd < 0)
-                return 0; /* gone: nothing of it to keep */
-        if (pread_full(fd, magic, sizeof magic, 0) != (ssize_t)sizeof magic ||
-            memcmp(magic, NANO_BLOB_MAGIC_DELTA, sizeof magic) != 0) {
-                safe_close(fd);
-                return 0;
-        }
+                return 0; /* gone, or plain: nothing of it to keep */
         /* The base id is taken from a container that passes every check of its table and trailer. */
         r = nano_blob_open_fd(fd, &blob);
         if (r < 0) {
@@ -169,6 +175,7 @@ static int mark_base(const uint8_t *digest, int dirfd, const char *dir, const ch
 
 struct sweep {
         const DigestSet *keep, *keep_too;
+        bool deltas_only; /* remove only delta containers */
         uint64_t files, bytes;
         int error;
 };
@@ -184,6 +191,12 @@ static int sweep_one(const uint8_t *digest, int dirfd, const char *dir, const ch
         if (!digest)
                 /* Not a name the store writes: leave it to the user (fsck reports it). */
                 return 0;
+        if (sw->deltas_only) {
+                int fd = open_if_delta(dirfd, file);
+                if (fd < 0)
+                        return 0;
+                safe_close(fd);
+        }
         if (fstatat(dirfd, file, &st, AT_SYMLINK_NOFOLLOW) < 0 || unlinkat(dirfd, file, 0) < 0) {
                 if (errno != ENOENT && sw->error == 0)
                         sw->error = -errno;
@@ -261,8 +274,10 @@ int nano_store_gc(NanoStore *s, NanoGcResult *ret, NanoError *err)
          * unreadable manifest, and let fsck report it. */
         res.unreadable = m.unreadable;
         res.unreadable_objects = bases.unreadable;
-        if (m.unreadable == 0 && bases.unreadable == 0 && bases.garbage > 0) {
-                sw = (struct sweep){ .keep = &m.objects, .keep_too = &bases.bases };
+        /* Unused deltas go first, then the rest: a gc killed between the two passes leaves no delta
+         * without its base (fsck would report it). */
+        for (int pass = 0; pass < 2 && m.unreadable == 0 && bases.unreadable == 0 && bases.garbage > 0; pass++) {
+                sw = (struct sweep){ .keep = &m.objects, .keep_too = &bases.bases, .deltas_only = pass == 0 };
                 r = nano_fanout_foreach(s->objects_fd, sweep_one, &sw);
                 if (r >= 0)
                         r = sw.error;
@@ -270,8 +285,8 @@ int nano_store_gc(NanoStore *s, NanoGcResult *ret, NanoError *err)
                         r = nano_error_set(err, r, "cannot remove unused objects: %m");
                         goto out;
                 }
-                res.objects = sw.files;
-                res.bytes = sw.bytes;
+                res.objects += sw.files;
+                res.bytes += sw.bytes;
         }
 
         sw = (struct sweep){ .keep = &m.manifests };
