@@ -48,6 +48,18 @@ def frame_ranges(obj):
     return list(zip([8] + ends[:-1], ends))
 
 
+def flip_in_frame(obj, k, mask):
+    """XORs mask into the byte in the middle of frame k of the blob container obj."""
+    start, end = frame_ranges(obj)[k]
+    os.chmod(obj, 0o644)
+    with open(obj, "r+b") as f:
+        f.seek((start + end) // 2)
+        b = f.read(1)
+        f.seek((start + end) // 2)
+        f.write(bytes([b[0] ^ mask]))
+    os.chmod(obj, 0o444)
+
+
 def test_corrupt_chunk_gives_eio_there_only(nano, nano_home, workdir, mounter, require_fuse):
     rng = random.Random(8)
     src = make_tree(workdir / "src", {
@@ -60,16 +72,8 @@ def test_corrupt_chunk_gives_eio_there_only(nano, nano_home, workdir, mounter, r
     blob = entries["big.bin"]["blob"]
     h = blob.split(":", 1)[1]
     obj = nano_home / "store" / "objects" / h[:2] / h[2:]
-    frames = frame_ranges(obj)
-    assert len(frames) == 9
-    start, end = frames[5]
-    os.chmod(obj, 0o644)
-    with open(obj, "r+b") as f:  # before the first read through the mount: nothing is cached
-        f.seek((start + end) // 2)
-        b = f.read(1)
-        f.seek((start + end) // 2)
-        f.write(bytes([b[0] ^ 0x40]))
-    os.chmod(obj, 0o444)
+    assert len(frame_ranges(obj)) == 9
+    flip_in_frame(obj, 5, 0x40)  # before the first read through the mount: nothing is cached
 
     mp = mounter(nano_home)
     data = (src / "big.bin").read_bytes()
@@ -117,14 +121,7 @@ def test_corrupt_chunk_read_out_of_order(nano, nano_home, workdir, mounter, requ
     blob = next(e["blob"] for e in blob if e["path"] == "lib.so")
     h = blob.split(":", 1)[1]
     obj = nano_home / "store" / "objects" / h[:2] / h[2:]
-    start, end = frame_ranges(obj)[7]
-    os.chmod(obj, 0o644)
-    with open(obj, "r+b") as f:
-        f.seek((start + end) // 2)
-        b = f.read(1)
-        f.seek((start + end) // 2)
-        f.write(bytes([b[0] ^ 0x01]))
-    os.chmod(obj, 0o444)
+    flip_in_frame(obj, 7, 0x01)
 
     mp = mounter(nano_home)
     data = (src / "lib.so").read_bytes()
