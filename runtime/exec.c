@@ -30,13 +30,7 @@ _Noreturn static void exec_fail(int fd, int stage, const NanoError *e)
 _Noreturn static void exec_child(const Exec *x, int report_fd)
 {
         const RunPlan *p = x->plan;
-        const char *writable[] = { p->data_dir, "/tmp", NULL };
-        NanoLandlockConfig ll = { .writable = writable };
-        NanoHardenConfig h = {
-                .landlock = p->landlock ? &ll : NULL,
-                .seccomp = p->seccomp != PLAN_SECCOMP_NONE ? x->prog : NULL,
-                .keep_caps = !p->caps,
-        };
+        PlanHarden h;
         NanoError e = {};
         sigset_t none;
 
@@ -81,7 +75,8 @@ _Noreturn static void exec_child(const Exec *x, int report_fd)
                 nano_error_set(&e, errno, "cannot change to '%s': %m", p->workdir);
                 exec_fail(report_fd, STAGE_SETUP, &e);
         }
-        if (nano_harden(&h, &e) < 0)
+        run_plan_harden(p, x->prog, &h);
+        if (nano_harden(&h.config, &e) < 0)
                 exec_fail(report_fd, STAGE_SETUP, &e);
         nano_error_set(&e, exec_search(x->argv, x->env), "cannot execute '%s': %m", x->argv[0]);
         exec_fail(report_fd, STAGE_EXEC, &e);

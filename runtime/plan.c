@@ -23,6 +23,20 @@ void run_plan_done(RunPlan *p)
         p->argv = p->env = NULL;
 }
 
+void run_plan_harden(const RunPlan *p, const NanoSeccompProgram *prog, PlanHarden *ret)
+{
+        *ret = (PlanHarden){
+                .writable = { p->data_dir, "/tmp", NULL },
+                .config = {
+                        .seccomp = p->seccomp != PLAN_SECCOMP_NONE ? prog : NULL,
+                        .keep_caps = !p->caps,
+                },
+        };
+        ret->landlock.writable = ret->writable;
+        if (p->landlock)
+                ret->config.landlock = &ret->landlock;
+}
+
 static json_object *strv_to_json(char **v)
 {
         json_object *a = json_object_new_array();

@@ -179,6 +179,16 @@ typedef struct RunPlan {
 } RunPlan;
 
 void run_plan_done(RunPlan *p);
+
+/* What nano_harden() applies to a start of the plan: Landlock with the instance's data and /tmp
+ * writable (if the plan has it), the seccomp program unless the plan says none, capabilities dropped
+ * unless kept. Points into itself: filled in place by run_plan_harden(), not copied. */
+typedef struct PlanHarden {
+        const char *writable[3];
+        NanoLandlockConfig landlock;
+        NanoHardenConfig config;
+} PlanHarden;
+void run_plan_harden(const RunPlan *p, const NanoSeccompProgram *prog, PlanHarden *ret);
 /* The "plan" object of spec.json. */
 struct json_object;
 struct json_object *run_plan_to_json(const RunPlan *p);

@@ -136,13 +136,7 @@ static void ns_config(const RunPlan *p, NanoNsConfig *ret)
 _Noreturn static void run_child_root(const ChildRun *x)
 {
         const RunPlan *p = x->p;
-        const char *writable[] = { p->data_dir, "/tmp", NULL };
-        NanoLandlockConfig ll = { .writable = writable };
-        NanoHardenConfig h = {
-                .landlock = p->landlock ? &ll : NULL,
-                .seccomp = p->seccomp != PLAN_SECCOMP_NONE ? x->prog : NULL,
-                .keep_caps = !p->caps,
-        };
+        PlanHarden h;
         NanoNsConfig c;
         NanoError e = {};
         sigset_t none;
@@ -162,9 +156,10 @@ _Noreturn static void run_child_root(const ChildRun *x)
 
         /* The filter's listener goes to our parent, which holds it past the service's end: see
          * nano_seccomp_install_kept(). */
-        if (x->keep_sock >= 0 && h.seccomp)
-                h.seccomp_kept_fd = &kept;
-        r = nano_harden(&h, &e);
+        run_plan_harden(p, x->prog, &h);
+        if (x->keep_sock >= 0 && h.config.seccomp)
+                h.config.seccomp_kept_fd = &kept;
+        r = nano_harden(&h.config, &e);
         if (r < 0)
                 fail(x->report_fd, STAGE_SETUP, &e);
         if (x->keep_sock >= 0) {
