@@ -56,12 +56,11 @@ struct Object {
 
 struct Importer {
         NanoStore *store;
-        const char *name, *version; /* of the release: its other versions are candidate bases */
         NanoManifestBuilder *builder;
         NanoError *err;
         NanoAddOptions opts;
-        NanoManifest *prev; /* the release's previous version (or itself, added again): where delta bases
-                             * are found, and a hint of which content is stored already */
+        NanoPrevious prev; /* the release's previous version (or itself, added again): where delta bases
+                            * are found, a hint of which content is stored already, the manifest's base */
         unsigned chunk_shift;
         size_t chunk_size;
         size_t small_max; /* files up to this size are read whole */
@@ -511,7 +510,7 @@ Importer *importer_free(Importer *imp)
                 object_discard(imp, o);
         }
         nano_manifest_builder_free(imp->builder);
-        nano_manifest_free(imp->prev);
+        nano_previous_done(&imp->prev);
         digest_set_done(&imp->submitted);
         EVP_MD_CTX_free(imp->sha);
         free(imp->hash_buf);
@@ -578,9 +577,9 @@ static void object_find_base(Importer *imp, Object *o, const char *path)
         uint32_t idx;
         NanoEntry e;
 
-        if (!imp->prev || imp->opts.no_delta || nano_manifest_resolve(imp->prev, path, &idx) < 0)
+        if (!imp->prev.manifest || imp->opts.no_delta || nano_manifest_resolve(imp->prev.manifest, path, &idx) < 0)
                 return;
-        nano_manifest_entry(imp->prev, idx, &e);
+        nano_manifest_entry(imp->prev.manifest, idx, &e);
         if (e.type != NANO_ENTRY_REGULAR || e.size == 0 || nano_store_open_plain_blob(imp->store, e.digest, &b) < 0)
                 return;
         if (nano_blob_is_delta(b, e.digest)) {
@@ -802,9 +801,9 @@ static bool likely_stored(Importer *imp, const char *path, uint64_t size)
         uint32_t idx;
         NanoEntry e;
 
-        if (!imp->prev || nano_manifest_resolve(imp->prev, path, &idx) < 0)
+        if (!imp->prev.manifest || nano_manifest_resolve(imp->prev.manifest, path, &idx) < 0)
                 return false;
-        nano_manifest_entry(imp->prev, idx, &e);
+        nano_manifest_entry(imp->prev.manifest, idx, &e);
         return e.type == NANO_ENTRY_REGULAR && e.size == size;
 }
 
@@ -1022,7 +1021,7 @@ int importer_finish(Importer *imp, NanoAddResult *ret)
          * reachable from that version's ref, and gc, which takes the store lock exclusively, cannot
          * remove it before this import's ref (written under our shared lock) makes it reachable from
          * the new manifest too (doc/store.md, "Packed manifests"). */
-        r = nano_store_put_manifest(imp->store, imp->name, imp->version, data, size, id, &stored);
+        r = nano_store_put_manifest(imp->store, data, size, id, &imp->prev, &stored);
         if (r < 0) {
                 char idbuf[NANO_ID_STRING_SIZE];
                 return nano_error_set(imp->err, r, "cannot store the manifest %s: %m", nano_id_format(id, idbuf));
@@ -1066,14 +1065,8 @@ int nano_store_add(NanoStore *s, const char *source, const char *name, const cha
 
         r = importer_new(s, opts, err, &imp);
         if (r >= 0) {
-                imp->name = name;
-                imp->version = version;
-                /* The release's previous version; the release itself when it is added again, which
-                 * then finds its content stored. Without one, every file is compressed on its own. */
-                if (had_ref)
-                        r = nano_store_open_manifest(s, old, &imp->prev);
-                else
-                        r = nano_store_open_previous(s, name, version, &imp->prev);
+                /* Without a previous version, every file is compressed on its own. */
+                r = nano_store_open_previous(s, name, version, &imp->prev);
                 if (r == -ENOMEM)
                         nano_error_set(err, r, "out of memory");
                 else if (r < 0)

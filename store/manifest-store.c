@@ -113,79 +113,70 @@ static int other_versions(NanoStore *s, const char *name, const char *version, C
         return 0;
 }
 
-/* The manifest of the most recently added version of release `name` other than `version` (and, if
- * skip is not NULL, other than manifest skip) that can be read, among the BASE_TRIES newest: a
- * version whose manifest cannot be read (missing, damaged, its own base gone) is passed over. 1 and
- * it, its id and (if chain is not NULL) the files its load read; 0 if there is none. */
-static int open_recent(NanoStore *s, const char *name, const char *version, const uint8_t *skip, NanoManifest **ret,
-                       uint8_t ret_id[32], NanoManifestChain *chain)
+/* Opens manifest id as ret's, with the depth of its chain of bases. */
+static int open_as_previous(NanoStore *s, const uint8_t id[32], NanoPrevious *ret)
+{
+        NanoManifestChain chain;
+        int r = nano_store_open_manifest_chain(s, id, &ret->manifest, &chain);
+
+        if (r < 0)
+                return r;
+        memcpy(ret->id, id, 32);
+        ret->depth = chain.n - 1;
+        return 1;
+}
+
+/* The previous version of name@version: the release itself if it is there (added again), else its
+ * most recently added other version. Versions are added in the order they are made, so the last
+ * one added is usually the nearest to the new one (it is the one the new one replaces), and finding
+ * it costs one readdir; measuring every version's similarity would cost a decode of each. A version
+ * whose manifest cannot be read (missing, damaged, its own base gone) is passed over, among the
+ * BASE_TRIES newest: a base must decode now, which also keeps a manifest from becoming the base of
+ * one of its own bases. */
+int nano_store_open_previous(NanoStore *s, const char *name, const char *version, NanoPrevious *ret)
 {
         _cleanup_free_ Candidate *list = NULL;
+        uint8_t id[32];
         size_t n;
         int r;
 
+        *ret = (NanoPrevious){};
+        if (nano_ref_read(s, name, version, id) >= 0) {
+                r = open_as_previous(s, id, ret);
+                if (r != -ENOMEM && r < 0)
+                        r = 0;
+                if (r != 0)
+                        return r;
+        }
         r = other_versions(s, name, version, &list, &n);
         if (r < 0)
                 return r;
         for (size_t i = 0; i < n && i < BASE_TRIES; i++) {
-                if (nano_ref_read(s, name, list[i].version, ret_id) < 0 || (skip && memcmp(ret_id, skip, 32) == 0))
+                if (nano_ref_read(s, name, list[i].version, id) < 0)
                         continue;
-                r = nano_store_open_manifest_chain(s, ret_id, ret, chain);
-                if (r == -ENOMEM)
+                r = open_as_previous(s, id, ret);
+                if (r == -ENOMEM || r > 0)
                         return r;
-                if (r >= 0)
-                        return 1;
         }
         return 0;
 }
 
-/* The base of a new manifest of release `name`: the manifest of its most recently added other
- * version. Versions are added in the order they are made, so the last one added is usually the
- * nearest to the new one (it is the one the new one replaces), and finding it costs one readdir;
- * measuring every version's similarity would cost a decode of each. A base must decode now, which
- * also keeps a manifest from becoming the base of one of its own bases. When that manifest's chain
- * of bases is already at the depth limit, the new manifest starts a new chain (no base) rather than
- * taking an older, less similar base: so a release's chain restarts every
- * NANO_MANIFEST_PACK_DEPTH_MAX + 1 versions. 1 and the base, 0 if there is none. */
-static int find_base(NanoStore *s, const char *name, const char *version, const uint8_t id[32], size_t size,
-                     NanoManifest **ret, uint8_t ret_id[32], unsigned *ret_depth)
+void nano_previous_done(NanoPrevious *p)
 {
-        NanoManifestChain chain;
-        NanoManifest *m;
-        size_t bsize;
-        int r;
-
-        r = open_recent(s, name, version, id, &m, ret_id, &chain);
-        if (r <= 0)
-                return r;
-        (void)nano_manifest_data(m, &bsize);
-        if (chain.n - 1 >= NANO_MANIFEST_PACK_DEPTH_MAX ||
-            (uint64_t)bsize + size > (UINT64_C(1) << NANO_MANIFEST_PACK_WINDOW_LOG_MAX)) {
-                nano_manifest_free(m);
-                return 0;
-        }
-        *ret = m;
-        *ret_depth = chain.n - 1;
-        return 1;
+        p->manifest = nano_manifest_free(p->manifest);
 }
 
-int nano_store_open_previous(NanoStore *s, const char *name, const char *version, NanoManifest **ret)
+int nano_store_put_manifest(NanoStore *s, const void *data, size_t size, const uint8_t id[32],
+                            const NanoPrevious *prev, uint64_t *ret_stored)
 {
-        uint8_t id[32];
-
-        return open_recent(s, name, version, NULL, ret, id, NULL);
-}
-
-int nano_store_put_manifest(NanoStore *s, const char *name, const char *version, const void *data, size_t size,
-                            const uint8_t id[32], uint64_t *ret_stored)
-{
-        _cleanup_(nano_manifest_freep) NanoManifest *old = NULL, *base = NULL;
+        _cleanup_(nano_manifest_freep) NanoManifest *old = NULL;
         _cleanup_free_ uint8_t *packed = NULL;
         char tmp[64], path[NANO_FANOUT_PATH_SIZE];
         _cleanup_close_ int fd = -EBADF;
         const void *out = data, *base_data = NULL;
         size_t out_size = size, packed_size = 0, base_size = 0;
-        uint8_t base_id[32] = {};
+        static const uint8_t no_base[32];
+        const uint8_t *base_id = no_base;
         unsigned base_depth = 0;
         bool replace;
         int r;
@@ -204,12 +195,20 @@ int nano_store_put_manifest(NanoStore *s, const char *name, const char *version,
          * chains nor close a cycle with them. */
         replace = r != -ENOENT;
 
-        if (!replace && name && version) {
-                r = find_base(s, name, version, id, size, &base, base_id, &base_depth);
-                if (r < 0)
-                        return r;
-                if (base)
-                        base_data = nano_manifest_data(base, &base_size);
+        /* The base: the previous version's manifest. When its chain of bases is already at the depth
+         * limit, the new manifest starts a new chain (no base) rather than taking an older, less
+         * similar base: so a release's chain restarts every NANO_MANIFEST_PACK_DEPTH_MAX + 1
+         * versions. */
+        if (!replace && prev && prev->manifest && memcmp(prev->id, id, 32) != 0 &&
+            prev->depth < NANO_MANIFEST_PACK_DEPTH_MAX) {
+                base_data = nano_manifest_data(prev->manifest, &base_size);
+                if ((uint64_t)base_size + size > (UINT64_C(1) << NANO_MANIFEST_PACK_WINDOW_LOG_MAX)) {
+                        base_data = NULL;
+                        base_size = 0;
+                } else {
+                        base_id = prev->id;
+                        base_depth = prev->depth;
+                }
         }
         r = nano_manifest_pack(data, size, base_data, base_size, base_id, base_depth, NANO_MANIFEST_PACK_LEVEL,
                                &packed, &packed_size);

@@ -64,22 +64,29 @@ int nano_store_open_plain_blob(NanoStore *s, const uint8_t digest[32], NanoBlob 
 /* Gives a delta container its base object (nothing to do for a plain one): -ENOLINK if the base is
  * missing, -EBADMSG if it is damaged or cannot be a base. */
 int nano_store_blob_set_base(NanoStore *s, NanoBlob *b);
-/* The release most recently added under name other than version, opened (manifest-store.c): the
- * previous version, whose files are the bases of the new version's changed files. 1 and the
- * manifest, 0 if there is none that can be read. */
-int nano_store_open_previous(NanoStore *s, const char *name, const char *version, NanoManifest **ret);
+/* The previous version of a release being imported (manifest-store.c), opened once: its files are
+ * the bases of the new version's changed files, its manifest the base the new one is packed against. */
+typedef struct NanoPrevious {
+        NanoManifest *manifest; /* NULL: there is none */
+        uint8_t id[32];
+        unsigned depth; /* bases below its manifest */
+} NanoPrevious;
+/* The release itself if it is there (added again), else the version of name added most recently.
+ * 1 and it, 0 if there is none that can be read. */
+int nano_store_open_previous(NanoStore *s, const char *name, const char *version, NanoPrevious *ret);
+void nano_previous_done(NanoPrevious *p);
 
 /* Manifests (manifest-store.c). Opens manifest id like nano_store_open_manifest(), and says which
  * files it read (a packed manifest reads its chain of bases) and, on failure, which one is at fault. */
 int nano_store_open_manifest_chain(NanoStore *s, const uint8_t id[32], NanoManifest **ret, NanoManifestChain *chain);
 /* Like nano_store_open_manifest(), with NANO_MANIFEST_LOAD_BY_CHECKSUM (manifest.h): for the mount. */
 int nano_store_open_manifest_by_checksum(NanoStore *s, const uint8_t id[32], NanoManifest **ret);
-/* Stores the canonical manifest data (whose id is id) of release name@version, packed against the
- * manifest of another version of name where that pays (doc/store.md). 1 and the bytes written in
+/* Stores the canonical manifest data (whose id is id), packed against the manifest of prev (the
+ * release's previous version, or NULL) where that pays (doc/store.md). 1 and the bytes written in
  * *ret_stored if it wrote a file, 0 if a sound copy was there. An existing copy that cannot be read
  * (damaged, or its base is) is replaced by one without a base. */
-int nano_store_put_manifest(NanoStore *s, const char *name, const char *version, const void *data, size_t size,
-                            const uint8_t id[32], uint64_t *ret_stored);
+int nano_store_put_manifest(NanoStore *s, const void *data, size_t size, const uint8_t id[32],
+                            const NanoPrevious *prev, uint64_t *ret_stored);
 
 /* Refs. */
 int nano_release_parse(const char *release, char name[NANO_RELEASE_NAME_MAX + 1],
