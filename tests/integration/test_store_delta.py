@@ -9,7 +9,6 @@ import hashlib
 import os
 import random
 import shutil
-import subprocess
 import tarfile
 from pathlib import Path
 
@@ -66,6 +65,15 @@ CHANGED = ["bin/tool-03", "bin/tool-08", "bin/big", "bin/huge", "share/doc-2.txt
 def add(nano, src, name, version, *opts):
     r = nano("store", "add", src, "--name", name, "--version", version, "--json", "--no-progress", *opts)
     return r.json()
+
+
+def two_versions(nano, workdir):
+    """v1 and v2 (CHANGED changed) made in workdir and added as app@1 and app@2."""
+    v1 = make_v1(workdir / "v1")
+    v2 = make_next(v1, workdir / "v2", 1, CHANGED)
+    add(nano, v1, "app", "1")
+    add(nano, v2, "app", "2")
+    return v1, v2
 
 
 def object_path(home, digest_hex):
@@ -175,10 +183,7 @@ def test_archive_import_makes_deltas(nano, nano_home, workdir):
 
 
 def test_gc_keeps_the_bases_of_deltas_in_use(nano, nano_home, workdir):
-    v1 = make_v1(workdir / "v1")
-    v2 = make_next(v1, workdir / "v2", 1, CHANGED)
-    add(nano, v1, "app", "1")
-    add(nano, v2, "app", "2")
+    v1, v2 = two_versions(nano, workdir)
     bases = {sha(v1 / rel) for rel in CHANGED}
 
     nano("store", "rm", "app@1")
@@ -197,13 +202,9 @@ def test_gc_keeps_the_bases_of_deltas_in_use(nano, nano_home, workdir):
 
 
 def test_missing_base(nano, nano_home, workdir):
-    v1 = make_v1(workdir / "v1")
-    v2 = make_next(v1, workdir / "v2", 1, CHANGED)
-    add(nano, v1, "app", "1")
-    add(nano, v2, "app", "2")
+    v1, v2 = two_versions(nano, workdir)
     rel = "bin/big"
-    base = object_path(nano_home, sha(v1 / rel))
-    delta = object_path(nano_home, sha(v2 / rel))
+    base, delta = (object_path(nano_home, sha(v / rel)) for v in (v1, v2))
     base.unlink()
 
     r = nano("store", "cat", "app@2", rel, check=False)
@@ -225,14 +226,10 @@ def test_missing_base(nano, nano_home, workdir):
     checkout_equal(nano, workdir, "app@2", v2)
 
 
-def test_corrupt_base(nano, nano_bin, nano_home, workdir, mounter):
-    v1 = make_v1(workdir / "v1")
-    v2 = make_next(v1, workdir / "v2", 1, CHANGED)
-    add(nano, v1, "app", "1")
-    add(nano, v2, "app", "2")
+def test_corrupt_base(nano, nano_home, workdir, mounter):
+    v1, v2 = two_versions(nano, workdir)
     rel = "bin/tool-03"
-    base = object_path(nano_home, sha(v1 / rel))
-    delta = object_path(nano_home, sha(v2 / rel))
+    base, delta = (object_path(nano_home, sha(v / rel)) for v in (v1, v2))
     flip(base, 8 + 100)  # inside its only frame
 
     # Through the mount: EIO for the delta's bytes, never other bytes; other files read.
@@ -243,8 +240,7 @@ def test_corrupt_base(nano, nano_bin, nano_home, workdir, mounter):
     assert e.value.errno == errno.EIO
     for other in ("bin/tool-08", "bin/big", "share/doc-1.txt"):
         assert (mp / "app" / "2" / other).read_bytes() == (v2 / other).read_bytes(), other
-    subprocess.run([nano_bin, "umount", mp], env={**os.environ, "NANO_HOME": str(nano_home)}, check=True,
-                   capture_output=True)
+    nano("umount", mp)
 
     f = nano("store", "fsck", "--json", check=False)
     assert f.returncode == 4, f
@@ -264,10 +260,7 @@ def test_corrupt_base(nano, nano_bin, nano_home, workdir, mounter):
 
 
 def test_mount_reads_deltas(nano, nano_home, workdir, mounter):
-    v1 = make_v1(workdir / "v1")
-    v2 = make_next(v1, workdir / "v2", 1, CHANGED)
-    add(nano, v1, "app", "1")
-    add(nano, v2, "app", "2")
+    v1, v2 = two_versions(nano, workdir)
     (workdir / "mnt").mkdir()
     mp = mounter(nano_home, workdir / "mnt")
     assert tree_digest(mp / "app" / "2") == tree_digest(v2)
