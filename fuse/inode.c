@@ -267,7 +267,7 @@ static void node_blob_close_locked(NanoFuse *f, Node *n)
 int object_blob_open(NanoFuse *f, const uint8_t digest[32], bool readahead, NanoBlob **ret)
 {
         struct stat st;
-        int fd = nano_store_open_object(f->store, digest), r;
+        int fd = nano_store_open_object(f->store, digest);
 
         if (fd < 0)
                 return fd;
@@ -279,15 +279,7 @@ int object_blob_open(NanoFuse *f, const uint8_t digest[32], bool readahead, Nano
                 }
                 (void)posix_fadvise(fd, 0, 0, POSIX_FADV_WILLNEED);
         }
-        r = nano_blob_open_fd(fd, ret);
-        if (r < 0) {
-                safe_close(fd);
-                return r;
-        }
-        r = nano_store_blob_set_base(f->store, *ret); /* a delta object reads its base too */
-        if (r < 0)
-                *ret = nano_blob_free(*ret);
-        return r;
+        return nano_store_open_blob_fd(f->store, fd, ret); /* a delta object reads its base too */
 }
 
 int node_blob_get(NanoFuse *f, Node *n, NanoBlob **ret)

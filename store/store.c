@@ -446,14 +446,16 @@ int nano_store_blob_set_base(NanoStore *s, NanoBlob *b)
         return r;
 }
 
-int nano_store_open_blob(NanoStore *s, const uint8_t digest[32], NanoBlob **ret)
+int nano_store_open_blob_fd(NanoStore *s, int fd, NanoBlob **ret)
 {
         NanoBlob *b = NULL;
         int r;
 
-        r = nano_store_open_plain_blob(s, digest, &b);
-        if (r < 0)
+        r = nano_blob_open_fd(fd, &b);
+        if (r < 0) {
+                safe_close(fd);
                 return r;
+        }
         r = nano_store_blob_set_base(s, b);
         if (r < 0) {
                 nano_blob_free(b);
@@ -461,6 +463,13 @@ int nano_store_open_blob(NanoStore *s, const uint8_t digest[32], NanoBlob **ret)
         }
         *ret = b;
         return 0;
+}
+
+int nano_store_open_blob(NanoStore *s, const uint8_t digest[32], NanoBlob **ret)
+{
+        int fd = nano_store_open_object(s, digest);
+
+        return fd < 0 ? fd : nano_store_open_blob_fd(s, fd, ret);
 }
 
 int nano_fanout_foreach(int top_fd,

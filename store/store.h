@@ -64,6 +64,9 @@ int nano_store_open_plain_blob(NanoStore *s, const uint8_t digest[32], NanoBlob 
 /* Gives a delta container its base object (nothing to do for a plain one): -ENOLINK if the base is
  * missing, -EBADMSG if it is damaged or cannot be a base. */
 int nano_store_blob_set_base(NanoStore *s, NanoBlob *b);
+/* nano_store_open_blob() of an object file already open (from nano_store_open_object()): fd is the
+ * blob's on success, closed on failure. */
+int nano_store_open_blob_fd(NanoStore *s, int fd, NanoBlob **ret);
 /* The previous version of a release being imported (manifest-store.c), opened once: its files are
  * the bases of the new version's changed files, its manifest the base the new one is packed against. */
 typedef struct NanoPrevious {
