@@ -590,6 +590,10 @@ static int verb_gc(int argc, char **argv)
                 log_warning("%llu releases have a manifest that cannot be read: no object was removed (run "
                             "'nano store fsck')",
                             (unsigned long long)res.unreadable);
+        if (res.unknown_roots > 0)
+                log_warning("%llu refs or pins are malformed: no object or manifest was removed (run 'nano "
+                            "store fsck')",
+                            (unsigned long long)res.unknown_roots);
         if (res.unreadable_objects > 0)
                 log_warning("%llu objects in use are delta objects whose container cannot be read: no object "
                             "was removed (run 'nano store fsck')",

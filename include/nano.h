@@ -111,6 +111,9 @@ typedef struct NanoGcResult {
         /* Delta objects in use whose container cannot be read: which object is their base cannot be
          * known either, so gc removes no object while there are any. */
         uint64_t unreadable_objects;
+        /* Malformed refs and pins: what they name cannot be known, so while there are any, gc removes
+         * no object and no manifest (fsck names them, --repair removes them). */
+        uint64_t unknown_roots;
 } NanoGcResult;
 /* Removes every object and manifest no ref reaches, and leftovers of interrupted writes. */
 int nano_store_gc(NanoStore *s, NanoGcResult *ret, NanoError *err);

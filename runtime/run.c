@@ -256,7 +256,8 @@ static int pin_release(Run *r)
         char pin[NANO_INSTANCE_NAME_MAX + 16];
 
         snprintf(pin, sizeof pin, "instance:%s", r->plan.name);
-        return nano_store_pin(r->store, pin, r->id, r->err);
+        /* A transient instance does not outlive a power cut: its pin need not either. */
+        return nano_store_pin(r->store, pin, r->id, r->o->release, r->transient ? 0 : NANO_PIN_SYNC, r->err);
 }
 
 /* Whether the store's mount is up and serves this release, in three system calls: mnt is a mount

@@ -20,6 +20,7 @@ typedef struct Fsck {
         DigestSet good_manifests, good_objects, bad_objects;
         DigestSet missing_bases; /* reported once each */
         DigestSet good_bases, bad_bases; /* objects verified as the base of a delta object */
+        DigestSet roots;                 /* releases checked (a ref and a pin may name the same) */
         EVP_MD_CTX *sha;
         uint8_t *chunk;
         int error;
@@ -208,22 +209,16 @@ static int check_object(const uint8_t *digest, int dirfd, const char *dir, const
         return digest_set_add(&f->good_objects, digest) < 0 ? -ENOMEM : 0;
 }
 
-static void check_release(Fsck *f, const char *name, const char *version, int dirfd, const char *file)
+/* Checks that a root (a ref, or a pin) names a release that is whole: its manifest and the manifests
+ * it is packed against are there and sound, and so are the objects of its files. */
+static void check_root(Fsck *f, const uint8_t id[32], const char *release, const char *where)
 {
         _cleanup_(nano_manifest_freep) NanoManifest *m = NULL;
-        char release[2 * NANO_NAME_MAX + 2], where[2 * NANO_NAME_MAX + 8];
         char path[NANO_PATH_MAX + 1], idbuf[NANO_ID_STRING_SIZE];
-        uint8_t id[32];
         int r;
 
-        snprintf(release, sizeof release, "%s@%s", name, version);
-        snprintf(where, sizeof where, "refs/%s/%s", name, version);
-        f->res.refs++;
-        r = nano_ref_read(f->store, name, version, id);
-        if (r < 0) {
-                report(f, NANO_PROBLEM_BAD_REF, where, release, NULL, "malformed ref", remove_bad(f, dirfd, file));
-                return;
-        }
+        if (digest_set_add(&f->roots, id) == 0)
+                return; /* checked already: its problems are told once */
         if (!digest_set_contains(&f->good_manifests, id)) {
                 NanoManifestChain chain;
                 char detail[512];
@@ -263,6 +258,57 @@ static void check_release(Fsck *f, const char *name, const char *version, int di
                 report(f, bad ? NANO_PROBLEM_CORRUPT_OBJECT : NANO_PROBLEM_MISSING_OBJECT, file_where, release, path,
                        bad ? "its object is corrupt" : "its object is missing", false);
         }
+}
+
+static void check_release(Fsck *f, const char *name, const char *version, int dirfd, const char *file)
+{
+        char release[2 * NANO_NAME_MAX + 2], where[2 * NANO_NAME_MAX + 8];
+        uint8_t id[32];
+
+        snprintf(release, sizeof release, "%s@%s", name, version);
+        snprintf(where, sizeof where, "refs/%s/%s", name, version);
+        f->res.refs++;
+        if (nano_ref_read(f->store, name, version, id) < 0) {
+                report(f, NANO_PROBLEM_BAD_REF, where, release, NULL, "malformed ref",
+                       remove_bad(f, dirfd, file));
+                return;
+        }
+        check_root(f, id, release, where);
+}
+
+typedef struct PinCheck {
+        Fsck *f;
+        int dirfd;
+} PinCheck;
+
+static int check_pin(const char *pin, const uint8_t id[32], void *userdata)
+{
+        PinCheck *pc = userdata;
+        char where[NANO_NAME_MAX + 16], release[NANO_ID_STRING_SIZE];
+
+        snprintf(where, sizeof where, "pins/%s", pin);
+        if (!id) {
+                /* It protects nothing (what did it name?), and keeps gc from removing anything. */
+                report(pc->f, NANO_PROBLEM_BAD_REF, where, NULL, NULL, "malformed pin",
+                       remove_bad(pc->f, pc->dirfd, pin));
+                return 0;
+        }
+        check_root(pc->f, id, nano_id_format(id, release), where);
+        return 0;
+}
+
+/* Pins are roots too: an instance runs the release its pin names. */
+static int check_pins(Fsck *f)
+{
+        PinCheck pc = { f, -EBADF };
+        int r;
+
+        pc.dirfd = openat(f->store->store_fd, "pins", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+        if (pc.dirfd < 0)
+                return errno == ENOENT ? 0 : -errno;
+        r = nano_store_pins_foreach(f->store, check_pin, &pc);
+        safe_close(pc.dirfd);
+        return r;
 }
 
 static int check_refs(Fsck *f)
@@ -336,6 +382,8 @@ int nano_store_fsck(NanoStore *s, bool repair, void (*cb)(const NanoProblem *p, 
                 r = nano_fanout_foreach(s->objects_fd, check_object, &f);
         if (r >= 0)
                 r = check_refs(&f);
+        if (r >= 0)
+                r = check_pins(&f);
         if (r < 0) {
                 r = nano_error_set(err, r, "cannot read the store: %m");
                 goto out;
@@ -349,6 +397,7 @@ out_free:
         digest_set_done(&f.missing_bases);
         digest_set_done(&f.good_bases);
         digest_set_done(&f.bad_bases);
+        digest_set_done(&f.roots);
         digest_set_done(&f.good_objects);
         digest_set_done(&f.bad_objects);
         EVP_MD_CTX_free(f.sha);

@@ -16,6 +16,7 @@ typedef struct Reachable {
         DigestSet objects;
         uint64_t logical_bytes, unique_bytes, releases;
         uint64_t unreadable; /* roots whose manifest file is there but cannot be read */
+        uint64_t unknown;    /* malformed refs and pins: roots whose release cannot be known */
 } Reachable;
 
 static int mark_release(NanoStore *s, const NanoRelease *rel, Reachable *m, NanoError *err)
@@ -75,6 +76,10 @@ static int mark_pin(const char *pin, const uint8_t id[32], void *userdata)
         NanoRelease rel = {};
 
         (void)pin;
+        if (!id) {
+                mp->m->unknown++;
+                return 0;
+        }
         /* Not `manifests`: a pinned release may be kept so far only as another one's base. */
         if (digest_set_contains(&mp->m->roots, id))
                 return 0;
@@ -82,17 +87,20 @@ static int mark_pin(const char *pin, const uint8_t id[32], void *userdata)
         return mark_release(mp->s, &rel, mp->m, mp->err);
 }
 
-/* Roots: every ref, and every pin (the releases of existing instances). */
+/* Roots: every ref, and every pin (the releases of existing instances). One that cannot be read
+ * stops gc; a malformed one (what did it name?) makes it keep every object and manifest. */
 static int mark(NanoStore *s, Reachable *m, NanoError *err)
 {
         _cleanup_free_ NanoRelease *list = NULL;
         MarkPin mp = { s, m, err };
+        uint64_t malformed = 0;
         size_t n;
         int r;
 
-        r = nano_store_list(s, &list, &n, err);
+        r = nano_store_list_roots(s, &list, &n, &malformed, err);
         if (r < 0)
                 return r;
+        m->unknown += malformed;
         for (size_t i = 0; i < n; i++) {
                 r = mark_release(s, &list[i], m, err);
                 if (r < 0)
@@ -274,9 +282,12 @@ int nano_store_gc(NanoStore *s, NanoGcResult *ret, NanoError *err)
          * unreadable manifest, and let fsck report it. */
         res.unreadable = m.unreadable;
         res.unreadable_objects = bases.unreadable;
+        res.unknown_roots = m.unknown;
         /* Unused deltas go first, then the rest: a gc killed between the two passes leaves no delta
          * without its base (fsck would report it). */
-        for (int pass = 0; pass < 2 && m.unreadable == 0 && bases.unreadable == 0 && bases.garbage > 0; pass++) {
+        for (int pass = 0; pass < 2 && m.unreadable == 0 && m.unknown == 0 && bases.unreadable == 0 &&
+                            bases.garbage > 0;
+             pass++) {
                 sw = (struct sweep){ .keep = &m.objects, .keep_too = &bases.bases, .deltas_only = pass == 0 };
                 r = nano_fanout_foreach(s->objects_fd, sweep_one, &sw);
                 if (r >= 0)
@@ -290,7 +301,7 @@ int nano_store_gc(NanoStore *s, NanoGcResult *ret, NanoError *err)
         }
 
         sw = (struct sweep){ .keep = &m.manifests };
-        r = nano_fanout_foreach(s->manifests_fd, sweep_one, &sw);
+        r = m.unknown > 0 ? 0 : nano_fanout_foreach(s->manifests_fd, sweep_one, &sw);
         if (r >= 0)
                 r = sw.error;
         if (r < 0) {

@@ -173,40 +173,56 @@ static int release_cmp(const void *a, const void *b)
         return c ? c : strverscmp(x->version, y->version);
 }
 
-int nano_store_list(NanoStore *s, NanoRelease **ret, size_t *ret_n, NanoError *err)
+/* Lists the refs. Strict (gc's roots): a folder or a ref that cannot be read is an error, never
+ * "no ref" (gc would take that release's files), and a malformed ref is counted in *ret_malformed
+ * (what it named cannot be known). Otherwise they are skipped: `store ls` shows what it can. */
+static int list_refs(NanoStore *s, bool strict, NanoRelease **ret, size_t *ret_n, uint64_t *ret_malformed,
+                     NanoError *err)
 {
         _cleanup_free_ NanoRelease *list = NULL;
         size_t n = 0, cap = 0;
+        uint64_t malformed = 0;
         DIR *d;
         struct dirent *de;
-        int fd;
+        int fd, r = 0;
 
         fd = openat(s->refs_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (fd < 0 || !(d = fdopendir(fd))) {
                 safe_close(fd);
                 return nano_error_set(err, errno, "cannot list refs: %m");
         }
-        while ((de = readdir(d))) {
+        while (r >= 0 && (errno = 0, de = readdir(d))) {
                 if (!nano_name_is_valid(de->d_name))
                         continue;
                 int sfd = openat(s->refs_fd, de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
                 DIR *sd = sfd >= 0 ? fdopendir(sfd) : NULL;
                 struct dirent *ve;
                 if (!sd) {
+                        int e = errno;
                         safe_close(sfd);
+                        if (strict && e != ENOENT && e != ENOTDIR) /* not a folder: fsck's stray file */
+                                r = nano_error_set(err, e, "cannot read refs/%s: %m", de->d_name);
                         continue;
                 }
-                while ((ve = readdir(sd))) {
+                while (r >= 0 && (errno = 0, ve = readdir(sd))) {
                         uint8_t id[32];
-                        if (!nano_name_is_valid(ve->d_name) || nano_ref_read(s, de->d_name, ve->d_name, id) < 0)
+                        if (!nano_name_is_valid(ve->d_name))
                                 continue;
+                        int q = nano_ref_read(s, de->d_name, ve->d_name, id);
+                        if (q == -EBADMSG)
+                                malformed++;
+                        if (q < 0) {
+                                if (strict && q != -EBADMSG && q != -ENOENT)
+                                        r = nano_error_set(err, q, "cannot read the ref of %s@%s: %m",
+                                                           de->d_name, ve->d_name);
+                                continue;
+                        }
                         if (n == cap) {
                                 size_t ncap = cap ? cap * 2 : 16;
                                 NanoRelease *nl = reallocarray(list, ncap, sizeof *nl);
                                 if (!nl) {
-                                        closedir(sd);
-                                        closedir(d);
-                                        return -ENOMEM;
+                                        r = nano_error_set(err, ENOMEM, "out of memory");
+                                        break;
                                 }
                                 list = nl;
                                 cap = ncap;
@@ -216,12 +232,31 @@ int nano_store_list(NanoStore *s, NanoRelease **ret, size_t *ret_n, NanoError *e
                         memcpy(list[n].id, id, 32);
                         n++;
                 }
+                if (r >= 0 && strict && errno != 0)
+                        r = nano_error_set(err, errno, "cannot read refs/%s: %m", de->d_name);
                 closedir(sd);
         }
+        if (r >= 0 && strict && errno != 0)
+                r = nano_error_set(err, errno, "cannot list refs: %m");
         closedir(d);
+        if (r < 0)
+                return r;
         if (n > 0)
                 qsort(list, n, sizeof *list, release_cmp);
         *ret = TAKE_PTR(list);
         *ret_n = n;
+        if (ret_malformed)
+                *ret_malformed = malformed;
         return 0;
+}
+
+int nano_store_list(NanoStore *s, NanoRelease **ret, size_t *ret_n, NanoError *err)
+{
+        return list_refs(s, false, ret, ret_n, NULL, err);
+}
+
+int nano_store_list_roots(NanoStore *s, NanoRelease **ret, size_t *ret_n, uint64_t *ret_malformed,
+                          NanoError *err)
+{
+        return list_refs(s, true, ret, ret_n, ret_malformed, err);
 }

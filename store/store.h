@@ -120,14 +120,25 @@ int nano_fanout_foreach(int dirfd, int (*cb)(const uint8_t *digest, int subdir_f
 /* Sha256 of a buffer. */
 void nano_sha256(const void *data, size_t len, uint8_t ret[32]);
 
+/* nano_store_list() for gc: an unreadable folder or ref is an error instead of being skipped, and
+ * malformed refs (whose release cannot be known) are counted in *ret_malformed. */
+int nano_store_list_roots(NanoStore *s, NanoRelease **ret, size_t *ret_n, uint64_t *ret_malformed,
+                          NanoError *err);
+
 /* Pins (pins.c): GC roots besides refs. store/pins/<pin> names a manifest that gc keeps; the runtime
  * pins the release of each instance as "instance:<name>". Pin names: [A-Za-z0-9][A-Za-z0-9._+:-]{0,127}. */
 bool nano_pin_name_is_valid(const char *s);
-/* Writes the pin atomically, under the store lock (shared), after checking that the manifest is there:
- * -ENOENT if it is not. Replaces an existing pin of that name. */
-int nano_store_pin(NanoStore *s, const char *pin, const uint8_t id[32], NanoError *err);
+/* Writes the pin atomically, under the store lock (shared), after checking that the release is
+ * whole: its manifest is there, and a ref or another pin names it or every object of its files is
+ * there (-ENOENT otherwise: gc took it). release (may be NULL) is what the user named it,
+ * name@version or sha256:<id>. Replaces an existing pin of that name. With NANO_PIN_SYNC the pin is
+ * fsync'ed, and its folder, before this returns. */
+#define NANO_PIN_SYNC 1u
+int nano_store_pin(NanoStore *s, const char *pin, const uint8_t id[32], const char *release, unsigned flags,
+                   NanoError *err);
 /* Removes the pin: 1 if it was there, 0 if not. */
 int nano_store_unpin(NanoStore *s, const char *pin, NanoError *err);
-/* Calls cb for every well-formed pin; stops on a negative return, which it returns. */
+/* Calls cb for every pin, with id NULL for a malformed one; stops on a negative return, which it
+ * returns, and on a pin or the folder that cannot be read (-errno). */
 int nano_store_pins_foreach(NanoStore *s, int (*cb)(const char *pin, const uint8_t id[32], void *userdata),
                             void *userdata);

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from nanotest import make_tree, tree_digest
+from nanotest import fsck_problems, make_tree, tree_digest
 
 KiB = 1024
 MiB = 1024 * 1024
@@ -658,6 +658,72 @@ def test_rm_then_gc(nano, nano_home, workdir):
 
     r = nano("store", "rm", "a@1", check=False)
     assert r.returncode == 3 and "a@1" in r.stderr, r
+
+
+def test_gc_stops_at_a_root_it_cannot_read(nano, nano_home, workdir):
+    """A ref or a pin that cannot be read is not "no root": gc fails and removes nothing, where
+    skipping it would take that release's files."""
+    if os.geteuid() == 0:
+        pytest.skip("root reads files of mode 000")
+    a, b, ja, jb = two_releases(nano, workdir)
+    nano("store", "rm", "a@1")  # a's own files are garbage now: gc would remove them
+    snap = store_files(nano_home, ("objects", "manifests"))
+    pin = nano_home / "store" / "pins" / "instance:web"
+    pin.parent.mkdir(exist_ok=True)
+    pin.write_text(jb["id"] + "\n")
+    for path, named in ((nano_home / "store" / "refs" / "b" / "1", "b@1"), (pin, "pins/")):
+        mode = stat.S_IMODE(path.stat().st_mode)
+        path.chmod(0)
+        try:
+            r = nano("store", "gc", check=False)
+        finally:
+            path.chmod(mode)
+        assert r.returncode != 0 and named in r.stderr and "Permission denied" in r.stderr, r
+        assert store_files(nano_home, ("objects", "manifests")) == snap
+    g = nano("store", "gc", "--json").json()
+    assert g["objects"] == 3 and g["manifests"] == 1, g
+
+
+def test_gc_keeps_everything_while_a_root_is_malformed(nano, nano_home, workdir):
+    """A malformed ref or pin named a release nobody can know: gc keeps every object and manifest
+    (and says why) until fsck --repair removes it."""
+    a, b, ja, jb = two_releases(nano, workdir)
+    nano("store", "rm", "a@1")
+    snap = store_files(nano_home, ("objects", "manifests"))
+    bad_ref = nano_home / "store" / "refs" / "c" / "1"
+    bad_pin = nano_home / "store" / "pins" / "instance:ghost"
+    for bad in (bad_ref, bad_pin):
+        bad.parent.mkdir(exist_ok=True)
+        bad.write_text("sha256:not-an-id\n")
+        r = nano("store", "gc")
+        assert "malformed" in r.stderr and "nano store fsck" in r.stderr, r
+        assert store_files(nano_home, ("objects", "manifests")) == snap
+        f = nano("store", "fsck", "--json", check=False)
+        where = str(bad.relative_to(nano_home / "store"))
+        assert [(p["kind"], p["file"]) for p in fsck_problems(f)] == [("bad-ref", where)], f.stdout
+        f = nano("store", "fsck", "--repair", "--json", check=False)
+        assert f.returncode == 0 and f.json()["repaired"] == 1 and not bad.exists(), f
+    g = nano("store", "gc", "--json").json()
+    assert g["objects"] == 3 and g["manifests"] == 1, g
+
+
+def test_fsck_checks_the_releases_of_pins(nano, nano_home, workdir):
+    """A pin is a root: fsck reports the files its release lacks, once even when a ref names the
+    same release."""
+    a, b, ja, jb = two_releases(nano, workdir)
+    pins = nano_home / "store" / "pins"
+    pins.mkdir(exist_ok=True)
+    (pins / "instance:web").write_text(ja["id"] + "\n")
+    (pins / "instance:api").write_text(jb["id"] + "\n")
+    assert nano("store", "fsck", "--json").json()["problems"] == 0
+    only_a = sorted(set(source_counts(a)["digests"]) - set(source_counts(b)["digests"]))
+    victim = fanout(nano_home / "store" / "objects", "sha256:" + only_a[0])
+    victim.unlink()
+    f = nano("store", "fsck", "--json", check=False)
+    assert [(p["kind"], p["release"]) for p in fsck_problems(f)] == [("missing-object", "a@1")], f.stdout
+    nano("store", "rm", "a@1")
+    f = nano("store", "fsck", "--json", check=False)
+    assert [(p["kind"], p["release"]) for p in fsck_problems(f)] == [("missing-object", ja["id"])], f.stdout
 
 
 def test_fsck_clean_store(nano, nano_home, workdir):

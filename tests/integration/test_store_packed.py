@@ -9,6 +9,7 @@ import os
 import shutil
 import struct
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -145,6 +146,37 @@ def test_rm_base_release_then_gc_keeps_the_base(nano, nano_home, workdir):
     g = nano("store", "gc", "--json").json()
     assert g["manifests"] == 2, g
     assert not any(p.is_file() for p in (nano_home / "store" / "manifests").rglob("*"))
+
+
+def test_a_release_kept_only_as_a_base_cannot_be_run(nano, nano_home, workdir, require_fuse):
+    """gc keeps the manifest of a removed release that another is packed against, not its files:
+    `nano run` of it by id (or by a name resolved before the rm and gc) is refused, where pinning
+    it would start an instance whose files read EIO."""
+    v1 = versioned_tree(workdir / "v1", 1)
+    j1 = add(nano, v1, "app", "1")
+    add(nano, versioned_tree(workdir / "v2", 2), "app", "2", "--no-delta")
+    run = ("run", "--rm", "--isolate", "bare", j1["id"], "--",
+           "sh", "-c", "cat $NANO_RELEASE/dir-01/file-0001.txt")
+    try:
+        nano("store", "rm", "app@1")
+        # Removed but not collected: every file is there, it runs.
+        assert nano(*run).stdout == (v1 / "dir-01" / "file-0001.txt").read_text()
+        nano("store", "gc")
+        assert manifest_file(nano_home, j1["id"]).is_file()
+        r = nano(*run, check=False)
+        assert r.returncode != 0 and "no longer whole" in r.stderr and "add it again" in r.stderr, r
+        assert nano("ps", "--json").json() == []
+        pins = nano_home / "store" / "pins"
+        assert not pins.exists() or not any(pins.iterdir())
+        # Added again, it is whole and named by a ref.
+        add(nano, v1, "app", "1")
+        assert nano(*run).stdout == (v1 / "dir-01" / "file-0001.txt").read_text()
+    finally:
+        for _ in range(100):
+            r = nano("umount", check=False)
+            if r.returncode == 0 or "busy" not in r.stderr:
+                break
+            time.sleep(0.1)
 
 
 def test_fsck_names_the_releases_a_missing_base_breaks(nano, nano_home, workdir):
