@@ -645,7 +645,7 @@ static void fsck_problem(const NanoProblem *p, void *userdata)
         else if (p->release)
                 printf("%s: %s (%s): %s\n", problem_kind(p->kind), p->file, p->release, p->detail);
         else
-                printf("%s: %s: %s%s\n", problem_kind(p->kind), p->file, p->detail, p->repaired ? " (removed)" : "");
+                printf("%s: %s: %s%s\n", problem_kind(p->kind), p->file, p->detail, p->repaired ? " (repaired)" : "");
 }
 
 static int verb_fsck(int argc, char **argv)

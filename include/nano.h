@@ -133,7 +133,7 @@ typedef struct NanoProblem {
         const char *release; /* "name@version" that is affected, or NULL */
         const char *path;    /* path inside that release, or NULL */
         const char *detail;  /* what is wrong */
-        bool repaired;       /* --repair removed the bad file */
+        bool repaired;       /* --repair removed the bad file, or stored whole the base a delta needs */
 } NanoProblem;
 
 typedef struct NanoFsckResult {
@@ -146,7 +146,7 @@ typedef struct NanoFsckResult {
 /* Verifies every object's sha256 and every chunk checksum, every manifest and ref, and that every
  * object a release needs is present; removes leftovers of interrupted writes. With repair, corrupt
  * objects, corrupt manifests and malformed refs are removed (a ref whose manifest is missing is kept:
- * adding the release again restores it). Each problem is reported through cb: a bad file once, and
+ * adding the release again restores it), and a delta's base stored as a delta itself is stored whole. Each problem is reported through cb: a bad file once, and
  * each release path it breaks once more. Returns the number of problems left unrepaired. */
 int nano_store_fsck(NanoStore *s, bool repair, void (*cb)(const NanoProblem *p, void *userdata),
                     void *userdata, NanoFsckResult *ret, NanoError *err);

@@ -21,6 +21,7 @@ typedef struct Fsck {
         DigestSet missing_bases; /* reported once each */
         DigestSet good_bases, bad_bases; /* objects verified as the base of a delta object */
         DigestSet roots;                 /* releases checked (a ref and a pin may name the same) */
+        DigestSet delta_bases;           /* sound, but deltas themselves (and not stored whole) */
         EVP_MD_CTX *sha;
         uint8_t *chunk;
         int error;
@@ -115,27 +116,94 @@ static int verify_content(Fsck *f, NanoBlob *b, const uint8_t digest[32], const 
         return 0;
 }
 
+/* Stores base, a sound object that is a delta itself, whole in place: a delta of it reads only with
+ * a plain base. The new file is checked against the object's id before it replaces the old one. */
+static int store_whole(Fsck *f, NanoBlob *base, const uint8_t id[32], unsigned chunk_shift)
+{
+        _cleanup_(nano_chunk_compressor_freep) NanoChunkCompressor *c = NULL;
+        _cleanup_(nano_blob_writer_freep) NanoBlobWriter *w = NULL;
+        _cleanup_(nano_blob_freep) NanoBlob *b = NULL;
+        _cleanup_close_ int fd = -EBADF;
+        char name[64], path[NANO_FANOUT_PATH_SIZE];
+        const char *detail;
+        size_t chunk = (size_t)1 << chunk_shift;
+        int r;
+
+        fd = nano_store_tmpfile(f->store, name);
+        if (fd < 0)
+                return fd;
+        r = nano_chunk_compressor_new(NANO_BLOB_LEVEL_DEFAULT, &c);
+        if (r >= 0)
+                r = nano_blob_writer_new(fd, chunk_shift, &w);
+        for (uint64_t off = 0; r >= 0 && off < nano_blob_size(base); off += chunk) {
+                ssize_t n = nano_blob_pread(base, f->chunk, chunk, off);
+                r = n < 0 ? (int)n : nano_blob_writer_add_chunk(w, c, f->chunk, (size_t)n);
+        }
+        if (r >= 0) {
+                int64_t size = nano_blob_writer_finish(w);
+                r = size < 0 ? (int)size : 0;
+        }
+        /* Synced first: the rename must never leave an empty file where a sound one was. */
+        if (r >= 0 && fsync(fd) < 0)
+                r = -errno;
+        if (r >= 0) {
+                r = nano_blob_open_fd(fd, &b);
+                if (r >= 0)
+                        fd = -EBADF; /* b owns it */
+                if (r >= 0 && nano_blob_is_delta(b, NULL))
+                        r = -EBADMSG;
+                if (r >= 0)
+                        r = verify_content(f, b, id, &detail);
+        }
+        nano_fanout_path(id, path);
+        if (r >= 0 && renameat(f->store->tmp_fd, name, f->store->objects_fd, path) < 0)
+                r = -errno;
+        if (r < 0)
+                (void)unlinkat(f->store->tmp_fd, name, 0);
+        return r;
+}
+
 /* Verifies the base of a delta object on its own, once (its own check, where the walk meets it,
- * reports what is wrong with it). 0 if it is sound, -ENOENT if it is missing, -EBADMSG otherwise. */
-static int verify_base(Fsck *f, const uint8_t id[32])
+ * reports what is wrong with it). 0 if it is sound, -ENOENT if it is missing, -EMLINK if it is sound
+ * but a delta itself (an import stored its content again as a delta after --repair removed it
+ * damaged), -EBADMSG otherwise. --repair stores such a base whole, with the chunk size of the deltas
+ * made against it, and returns 1. */
+static int verify_base(Fsck *f, const uint8_t id[32], unsigned chunk_shift)
 {
         _cleanup_(nano_blob_freep) NanoBlob *base = NULL;
         const char *detail;
+        bool delta;
         int r;
 
         if (digest_set_contains(&f->good_bases, id))
                 return 0;
         if (digest_set_contains(&f->bad_bases, id))
                 return -EBADMSG;
+        if (digest_set_contains(&f->delta_bases, id))
+                return -EMLINK;
         r = nano_store_open_plain_blob(f->store, id, &base);
         if (r == -ENOENT || r == -ENOMEM)
                 return r;
-        if (r >= 0 && nano_blob_is_delta(base, NULL))
-                r = -EBADMSG; /* a base is never a delta itself */
+        delta = r >= 0 && nano_blob_is_delta(base, NULL);
+        if (delta)
+                r = nano_store_blob_set_base(f->store, base);
         if (r >= 0)
                 r = verify_content(f, base, id, &detail);
         if (r == -ENOMEM)
                 return r;
+        if (r >= 0 && delta) {
+                r = f->repair ? store_whole(f, base, id, chunk_shift) : -EMLINK;
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0) {
+                        r = digest_set_add(&f->delta_bases, id);
+                        return r < 0 ? r : -EMLINK;
+                }
+                /* The walk may have passed its directory entry, old or new, already. */
+                if (digest_set_add(&f->good_objects, id) < 0 || digest_set_add(&f->good_bases, id) < 0)
+                        return -ENOMEM;
+                return 1;
+        }
         if (digest_set_add(r < 0 ? &f->bad_bases : &f->good_bases, id) < 0)
                 return -ENOMEM;
         return r < 0 ? -EBADMSG : 0;
@@ -143,14 +211,15 @@ static int verify_base(Fsck *f, const uint8_t id[32])
 
 /* Verifies an object: its container, and for a delta object its base, then every chunk and the
  * sha256 of the whole. *ret_keep is set when the object's own bytes are sound but its base is
- * missing or damaged: --repair keeps it, since restoring the base makes it whole again. */
+ * missing or damaged: --repair keeps it, since restoring the base makes it whole again. Returns 1
+ * when the object is sound once --repair stored its base whole, with what was wrong in *ret_detail. */
 static int verify_object(Fsck *f, int dirfd, const char *file, const uint8_t digest[32], const char **ret_detail,
                          bool *ret_keep)
 {
         _cleanup_(nano_blob_freep) NanoBlob *b = NULL;
         static __thread char detail[160];
         uint8_t base_id[32];
-        int fd, r;
+        int fd, r, based = 0;
 
         fd = openat(dirfd, file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
         if (fd < 0) {
@@ -165,14 +234,19 @@ static int verify_object(Fsck *f, int dirfd, const char *file, const uint8_t dig
         }
         if (nano_blob_is_delta(b, base_id)) {
                 char id[NANO_ID_STRING_SIZE];
-                r = verify_base(f, base_id);
+                const char *what;
+                r = based = verify_base(f, base_id, nano_blob_chunk_shift(b));
                 if (r == -ENOMEM)
                         return r;
                 if (r >= 0)
                         r = nano_store_blob_set_base(f->store, b);
+                /* What was wrong, also when --repair stored the base whole (r >= 0). */
+                what = r == -ENOENT || r == -ENOLINK ? "missing"
+                       : r == -EMLINK || r >= 0      ? "itself stored as a delta"
+                                                     : "corrupt";
+                snprintf(detail, sizeof detail, "it is a delta of object %s, which is %s", nano_id_format(base_id, id),
+                         what);
                 if (r < 0) {
-                        snprintf(detail, sizeof detail, "it is a delta of object %s, which is %s",
-                                 nano_id_format(base_id, id), r == -ENOENT || r == -ENOLINK ? "missing" : "corrupt");
                         *ret_detail = detail;
                         *ret_keep = true;
                         return -EBADMSG;
@@ -182,6 +256,10 @@ static int verify_object(Fsck *f, int dirfd, const char *file, const uint8_t dig
         if (r < 0)
                 return r;
         f->res.bytes += nano_blob_size(b);
+        if (based > 0) {
+                *ret_detail = detail;
+                return 1;
+        }
         return 0;
 }
 
@@ -206,6 +284,8 @@ static int check_object(const uint8_t *digest, int dirfd, const char *dir, const
                 report(f, NANO_PROBLEM_CORRUPT_OBJECT, where, NULL, NULL, detail, !keep && remove_bad(f, dirfd, file));
                 return digest_set_add(&f->bad_objects, digest) < 0 ? -ENOMEM : 0;
         }
+        if (r > 0)
+                report(f, NANO_PROBLEM_CORRUPT_OBJECT, where, NULL, NULL, detail, true);
         return digest_set_add(&f->good_objects, digest) < 0 ? -ENOMEM : 0;
 }
 
@@ -398,6 +478,7 @@ out_free:
         digest_set_done(&f.good_bases);
         digest_set_done(&f.bad_bases);
         digest_set_done(&f.roots);
+        digest_set_done(&f.delta_bases);
         digest_set_done(&f.good_objects);
         digest_set_done(&f.bad_objects);
         EVP_MD_CTX_free(f.sha);

@@ -273,3 +273,48 @@ def test_mount_reads_deltas(nano, nano_home, workdir, mounter):
                 off = rnd.randrange(len(want))
                 n = rnd.choice((1, 4096, 131072 + 5))
                 assert os.pread(f.fileno(), n, off) == want[off:off + n], (rel, off, n)
+
+
+def test_base_stored_again_as_a_delta(nano, nano_home, workdir):
+    """A damaged base is removed by --repair and its deltas kept; an import of another release then
+    stores the base's content again, as a delta of its own previous version. fsck says so (the base
+    is sound) and --repair stores the base whole, which makes all its deltas readable again."""
+    rel = "bin/big"
+    v1, v2 = two_versions(nano, workdir)
+    v3 = make_next(v2, workdir / "v3", 2, [rel])
+    add(nano, v3, "app", "3")
+    base = object_path(nano_home, sha(v1 / rel))
+    deltas = [object_path(nano_home, sha(v / rel)) for v in (v2, v3)]
+    assert all(base_of(d) == sha(v1 / rel) for d in deltas)
+
+    os.chmod(base, 0o644)
+    os.truncate(base, 100)
+    nano("store", "fsck", "--repair", check=False)
+    assert not base.exists() and all(d.is_file() for d in deltas)
+
+    # other@2's file has the base's content, and other@1's is similar: it is stored as a delta.
+    other1 = make_next(v1, workdir / "other1", 3, [rel])
+    add(nano, other1, "other", "1")
+    add(nano, v1, "other", "2")
+    assert base_of(base) == sha(other1 / rel)
+    assert nano("store", "cat", "app@2", rel, check=False).returncode == 4
+
+    f = nano("store", "fsck", "--json", check=False)
+    assert f.returncode == 4, f
+    detail = f"it is a delta of object sha256:{sha(v1 / rel)}, which is itself stored as a delta"
+    for d in deltas:
+        dfile = f"objects/{d.parent.name}/{d.name}"
+        assert any(p["file"] == dfile and p["release"] is None and p["detail"] == detail and not p["repaired"]
+                   for p in problems(f)), f
+    assert Path(base).read_bytes()[:8] == DELTA, "fsck without --repair wrote"
+
+    # --repair stores the base whole, once, and both deltas are sound again.
+    f = nano("store", "fsck", "--repair", "--json", check=False)
+    assert f.returncode == 0, f
+    assert [p["detail"] for p in problems(f)] == [detail] and f.json()["repaired"] == 1, f
+    assert Path(base).read_bytes()[:8] == PLAIN
+    for release, src in (("app@2", v2), ("app@3", v3), ("other@2", v1), ("other@1", other1)):
+        r = nano("store", "cat", release, rel, text=False)
+        assert r.stdout == (src / rel).read_bytes(), release
+    f = nano("store", "fsck", "--json")
+    assert f.json()["problems"] == 0, f
