@@ -808,13 +808,19 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
                 iov[i] = (struct iovec){ .iov_base = (void *)(chunk_data(chunks[i]) + (from - cstart)),
                                          .iov_len = (size_t)(to - from) };
         }
-        if (r >= 0)
+        if (r >= 0) {
+                /* Done with the node before the reply: once the kernel has it, the read(2) can end, the
+                 * file close, and a FORGET free the node at once. The chunks hold their own references
+                 * and outlive the blob. */
+                node_blob_put(f, n);
                 fuse_reply_iov(req, iov, (int)n_chunks);
+        }
 
 finish:
         for (size_t i = 0; i < got; i++)
                 chunk_unref(f->cache, chunks[i]);
-        node_blob_put(f, n);
+        if (r < 0)
+                node_blob_put(f, n);
         if (chunks != chunks_stack) {
                 free(chunks);
                 free(iov);
