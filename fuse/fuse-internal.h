@@ -106,7 +106,8 @@ struct NanoFuse {
         ChunkCache *cache;
         DigestSet logged;
 
-        /* Open blobs, most recently read first (under lock). */
+        /* Open blobs, most recently read first (under lock). n_blobs counts the descriptors they hold
+         * (a delta blob holds its base's too), kept under max_blobs: half the descriptor limit. */
         Node *blobs_first, *blobs_last;
         unsigned n_blobs, max_blobs;
 

@@ -764,6 +764,13 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
                 return;
         }
         r = node_blob_get(f, n, &blob);
+        if (r == -EMFILE || r == -ENFILE || r == -ENOMEM) {
+                /* The daemon's resources, not the store: the next read may succeed, and the object
+                 * is not reported damaged. */
+                log_warning_errno(r, "cannot open an object to read: %m");
+                fuse_reply_err(req, r == -ENOMEM ? ENOMEM : EIO);
+                return;
+        }
         if (r < 0) {
                 char what[128];
                 snprintf(what, sizeof what, "%s: reading it gets EIO",
@@ -772,7 +779,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
                          : r == -EBADMSG ? "is corrupt (its chunk table or trailer)"
                                          : "cannot be opened");
                 report_object(f, n, r, what);
-                fuse_reply_err(req, r == -ENOMEM || r == -EMFILE || r == -ENFILE ? -r : EIO);
+                fuse_reply_err(req, EIO);
                 return;
         }
         shift = nano_blob_chunk_shift(blob);

@@ -246,14 +246,32 @@ static void blob_list_push_locked(NanoFuse *f, Node *n)
         f->blobs_first = n;
 }
 
+/* Descriptors an open blob holds: its object's, and its base's for a delta. */
+static unsigned blob_fds(const NanoBlob *b)
+{
+        return nano_blob_is_delta(b, NULL) ? 2 : 1;
+}
+
 static void node_blob_close_locked(NanoFuse *f, Node *n)
 {
         if (!n->blob)
                 return;
         blob_list_unlink_locked(f, n);
+        f->n_blobs -= blob_fds(n->blob);
         nano_blob_free(n->blob);
         n->blob = NULL;
-        f->n_blobs--;
+}
+
+/* Closes the least recently read blobs that no read is using until their descriptors are at most
+ * max. */
+static void blobs_trim_locked(NanoFuse *f, unsigned max)
+{
+        for (Node *v = f->blobs_last; f->n_blobs > max && v;) {
+                Node *prev = v->blob_prev;
+                if (v->blob_users == 0)
+                        node_blob_close_locked(f, v);
+                v = prev;
+        }
 }
 
 /* Opens the object, asking first for all of it to be read ahead when it is not large. Opening reads
@@ -293,6 +311,14 @@ int node_blob_get(NanoFuse *f, Node *n, NanoBlob **ret)
                 /* Opening reads the chunk table: not under the lock. Two threads may race to open one
                  * blob; the loser closes its copy. */
                 r = object_blob_open(f, n->digest, true, &b);
+                if (r == -EMFILE || r == -ENFILE) {
+                        /* Out of descriptors (the prefetch threads hold some too, briefly): close
+                         * every idle blob and try once more. */
+                        pthread_mutex_lock(&f->lock);
+                        blobs_trim_locked(f, 0);
+                        pthread_mutex_unlock(&f->lock);
+                        r = object_blob_open(f, n->digest, true, &b);
+                }
                 if (r >= 0 && nano_blob_size(b) != n->size)
                         r = -EBADMSG;
                 if (r < 0) {
@@ -304,7 +330,7 @@ int node_blob_get(NanoFuse *f, Node *n, NanoBlob **ret)
                 pthread_mutex_lock(&f->lock);
                 if (!n->blob) {
                         n->blob = TAKE_PTR(b);
-                        f->n_blobs++;
+                        f->n_blobs += blob_fds(n->blob);
                         blob_list_push_locked(f, n);
                 }
         }
@@ -314,12 +340,7 @@ int node_blob_get(NanoFuse *f, Node *n, NanoBlob **ret)
                 blob_list_push_locked(f, n);
         }
         /* Over the bound: close the least recently read ones that no read is using. */
-        for (Node *v = f->blobs_last; f->n_blobs > f->max_blobs && v;) {
-                Node *prev = v->blob_prev;
-                if (v->blob_users == 0)
-                        node_blob_close_locked(f, v);
-                v = prev;
-        }
+        blobs_trim_locked(f, f->max_blobs);
         *ret = n->blob;
         pthread_mutex_unlock(&f->lock);
         nano_blob_free(b);
