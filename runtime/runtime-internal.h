@@ -12,10 +12,15 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 
 #include "nano.h"
 #include "runtime.h"
+
+#ifndef SYS_close_range /* Linux 5.9; headers older than the kernel */
+#define SYS_close_range 436
+#endif
 
 #define NANO_EXIT_RUN_FAILED_CODE 125
 

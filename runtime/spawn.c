@@ -191,8 +191,13 @@ _Noreturn static void run_child_root(const ChildRun *x)
                 if (pid > 0) {
                         /* The service held the report pipe until its exec: EOF now means it ran. A
                          * plain close(): from here on we may share the memory of the `nano run` that
-                         * reads it (start_init()), and must not write errno. */
+                         * reads it (start_init()), and must not write errno. The init never execs, so
+                         * close-on-exec never applies to it: it lets go of every descriptor but the
+                         * standard three, the instance's lock among them (held here, it made a killed
+                         * `nano run` look alive, and `stop` signal its dead pid). close_range() of a
+                         * valid range cannot fail (Linux 5.9 and later; before, ENOSYS, and they stay). */
                         close(x->report_fd);
+                        (void)syscall(SYS_close_range, 3u, ~0u, 0u);
                         run_init(pid, p->new_session);
                 }
                 if (p->new_session)

@@ -414,6 +414,36 @@ def test_pid_namespace_init_passes_sigterm_on(hello, ns_ok, nano_bin, nano_home)
             p.wait()
 
 
+def test_pid_namespace_killed_run_is_not_alive(hello, ns_ok, nano_bin, nano_home):
+    """The init of a pid namespace never execs, so it must close what `nano run` opened itself: it
+    held the instance's lock, and a `nano run --pid` killed by SIGKILL looked alive for ever. Like
+    the run without --pid (test_foreground_rm_killed_leaves_its_instance): its monitor is seen dead,
+    its service alive, and `nano rm -f` ends the service and removes the instance."""
+    nano = hello
+    p = subprocess.Popen([str(nano_bin), "run", "--pid", "--name", "pidkill", "hello@1.0", "--",
+                          "sh", "-c", "echo up; exec sleep 1000"],
+                         env=dict(os.environ, NANO_HOME=os.fspath(nano_home)), stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert p.stdout.readline() == "up\n"
+        st = wait_for(lambda: (s := ps(nano).get("pidkill")) and s["state"] == "running" and s, what="running")
+        init = st["pid"]
+        p.kill()
+        p.wait(timeout=20)
+        st = wait_for(lambda: (s := ps(nano)["pidkill"]) and not s["monitor_alive"] and s, timeout=5,
+                      what="the killed nano run seen dead")
+        assert st["state"] == "unknown" and st["service_alive"], st
+        assert os.path.exists(f"/proc/{init}")
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        p.stdout.close()
+    nano("rm", "-f", "pidkill")
+    assert not (nano_home / "instances" / "pidkill").exists()
+    wait_for(lambda: not os.path.exists(f"/proc/{init}"), timeout=10, what="the namespace's init to end")
+
+
 def test_net_none(hello, ns_ok):
     nano = hello
     port = free_port()
