@@ -687,6 +687,11 @@ int nano_ns_setup_root(const NanoNsConfig *c, NanoError *e)
                 r = bind_host_top_level(&x);
                 if (r < 0)
                         return r;
+                /* The host's trees, private: a mount made on the host later (a USB disk, an sshfs
+                 * in $HOME) would come in with its own flags, writable. The store and the release,
+                 * bound next from slaves of the host's mounts, stay slaves. */
+                if (mount(NULL, x.base, NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+                        return nano_error_set(e, errno, "make the host's mounts private: %m");
                 if (x.store_fd >= 0) {
                         r = bind_fd(&x, x.store_fd, c->store_dir, "/nano/store", 0);
                         if (r < 0)

@@ -5,9 +5,11 @@ unprivileged. Bounded: every wait has a deadline, every service is stopped or re
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
 
@@ -318,6 +320,40 @@ def test_ns_root_is_a_kept_skeleton(hello, ns_ok, nano_home):
              what="the trash of sk deleted")
     second = nano("run", "--rm", "--name", "sk", "hello@1.0", "--", "sh", "-c", script).stdout.splitlines()
     assert second[0] == first[0] and os.listdir(nano_home / "cache" / "root") == skels, (first, second)
+
+
+HOST_MOUNT_LATER = r"""
+set -e
+w=$1
+mkdir -p "$w/shared"
+mount --bind "$w/shared" "$w/shared"
+mount --make-shared "$w/shared"
+"$NANO" run -d --name later --isolate ns hello@1.0 -- sleep 100 >/dev/null
+mkdir "$w/shared/sub"
+mount -t tmpfs tmpfs "$w/shared/sub"
+echo host > "$w/shared/sub/f"
+"$NANO" exec later -- sh -c "cat '$w/shared/sub/f' 2>/dev/null || echo absent
+    if touch '$w/shared/sub/new' 2>/dev/null; then echo writable; else echo read-only; fi"
+"$NANO" rm -f later >/dev/null
+"$NANO" umount >/dev/null 2>&1 || true
+"""
+
+
+def test_ns_host_mounts_made_later_stay_out(hello, ns_ok, nano_bin, nano_home):
+    """A mount the host makes after an instance started stays out of it: it would come in with its
+    own flags, writable (a USB disk, an sshfs in $HOME on a systemd host, whose / is shared). The
+    host here is a user+mount namespace of the test's own, where a shared mount needs no privilege,
+    and the directory is under $HOME: the instance gets /home from the host (and a /tmp of its own)."""
+    w = tempfile.mkdtemp(prefix="nano-later-", dir=os.path.expanduser("~"))
+    try:
+        r = subprocess.run(["unshare", "-Urm", "--propagation", "unchanged", "sh", "-c", HOST_MOUNT_LATER,
+                            "sh", w],
+                           env=dict(os.environ, NANO_HOME=os.fspath(nano_home), NANO=str(nano_bin)),
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r
+        assert r.stdout.split() == ["absent", "read-only"], r
+    finally:
+        shutil.rmtree(w, ignore_errors=True)
 
 
 def test_ns_sees_its_instance_dir(hello, ns_ok, nano_home):
