@@ -25,11 +25,16 @@ void run_plan_done(RunPlan *p)
 
 void run_plan_harden(const RunPlan *p, const NanoSeccompProgram *prog, PlanHarden *ret)
 {
+        /* No core dumps: one can hold the service's secrets, and fill its instance's directory. */
+        static const NanoRlimit no_core[] = { { RLIMIT_CORE, 0, 0 } };
+
         *ret = (PlanHarden){
                 .writable = { p->data_dir, "/tmp", NULL },
                 .config = {
                         .seccomp = p->seccomp != PLAN_SECCOMP_NONE ? prog : NULL,
                         .keep_caps = !p->caps,
+                        .rlimits = no_core,
+                        .n_rlimits = ELEMENTSOF(no_core),
                 },
         };
         ret->landlock.writable = ret->writable;

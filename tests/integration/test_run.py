@@ -5,6 +5,7 @@ unprivileged. Bounded: every wait has a deadline, every service is stopped or re
 
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -478,6 +479,22 @@ def test_pid_namespace_killed_run_is_not_alive(hello, ns_ok, nano_bin, nano_home
     nano("rm", "-f", "pidkill")
     assert not (nano_home / "instances" / "pidkill").exists()
     wait_for(lambda: not os.path.exists(f"/proc/{init}"), timeout=10, what="the namespace's init to end")
+
+
+def test_no_core_dumps(hello, nano_bin, nano_home):
+    """A service never dumps core (a dump can hold its secrets, and fill its instance's directory),
+    whatever the caller's limit: here raised to its hard limit."""
+    nano = hello
+    hard = resource.getrlimit(resource.RLIMIT_CORE)[1]
+    hard = "unlimited" if hard == resource.RLIM_INFINITY else hard
+    if hard == 0:
+        pytest.skip("the core dump hard limit is 0 here already")
+    for mode in ("bare", "ns"):
+        r = subprocess.run(["prlimit", f"--core={hard}:{hard}", str(nano_bin), "run", "--rm", "--isolate", mode,
+                            "hello@1.0", "--", "sh", "-c", "ulimit -Sc; ulimit -Hc"],
+                           env=dict(os.environ, NANO_HOME=os.fspath(nano_home)), stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and r.stdout.split() == ["0", "0"], (mode, r)
 
 
 def test_net_none(hello, ns_ok):
