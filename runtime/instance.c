@@ -377,23 +377,58 @@ static int stop_orphan(const char *home, const NanoInstanceInfo *i, unsigned tim
         return 0;
 }
 
+/* How long a stop waits for an instance that is being started to name its owner in state.json (the
+ * owner holds the lock, but the first state.json is not written yet, or names no monitor: `nano run
+ * -d` writes one before the monitor exists), and for one whose directory is made but not yet locked
+ * (the moment between mkdir() and flock() in `nano run`). */
+#define STOP_WAIT_OWNER_MS 10000u
+#define STOP_WAIT_CREATED_MS 1000u
+
+/* The instance as a stop can act on it: its owner alive and named, or no owner. 1 when it was there
+ * and has gone meanwhile (a --rm run that ended). */
+static int read_settled(const char *home, const char *name, NanoInstanceInfo *ret, NanoError *err)
+{
+        for (unsigned waited = 0;; waited += 20) {
+                NanoInstanceInfo i;
+                bool has_state;
+                int r = instance_read(home, name, &i, err);
+
+                if (r == -ENOENT && waited > 0)
+                        return 1;
+                if (r < 0)
+                        return r;
+                has_state = i.state_json;
+                nano_instance_info_done(&i);
+                if (i.monitor_alive ? i.monitor_pid > 0 : has_state || waited >= STOP_WAIT_CREATED_MS) {
+                        *ret = i;
+                        return 0;
+                }
+                if (waited >= STOP_WAIT_OWNER_MS)
+                        return nano_error_set(err, EAGAIN, "the instance '%s' is still starting: its owner holds "
+                                              "its lock but has named no pid after %u s; try again", name,
+                                              STOP_WAIT_OWNER_MS / 1000);
+                (void)poll(NULL, 0, 20);
+        }
+}
+
 int nano_instance_stop(const char *home, const char *name, unsigned timeout, NanoError *err)
 {
         _cleanup_free_ char *dir = NULL;
         _cleanup_close_ int fd = -EBADF;
-        NanoInstanceInfo i;
+        NanoInstanceInfo i, now;
+        uint64_t monitor_st;
+        NanoError e = {};
         union sigval v;
         int r;
 
-        r = instance_read(home, name, &i, err);
-        if (r < 0)
+        r = read_settled(home, name, &i, err);
+        if (r != 0)
                 return r;
-        nano_instance_info_done(&i);
         if (instance_dir_path(home, name, &dir) < 0)
                 return nano_error_set(err, ENOMEM, "out of memory");
         fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (fd < 0)
-                return nano_error_set(err, errno, "cannot open the instance '%s': %m", name);
+                return errno == ENOENT ? 1 : nano_error_set(err, errno, "cannot open the instance '%s': %m", name);
 
         if (!i.monitor_alive) {
                 if (i.service_alive)
@@ -402,9 +437,15 @@ int nano_instance_stop(const char *home, const char *name, unsigned timeout, Nan
                         state_update(home, name, "stopped", -1);
                 return 1;
         }
-        if (i.monitor_pid <= 0)
-                return nano_error_set(err, ESRCH, "the monitor of '%s' holds its lock but state.json names no pid",
-                                      name);
+        /* Only the owner writes state.json, and the lock is still held once we know the pid's start
+         * time: the pid is the owner's, and stays known as such by that start time. */
+        monitor_st = proc_starttime(i.monitor_pid);
+        if (!monitor_st || instance_lock_held(fd) <= 0) {
+                if (wait_lock_free(fd, 5000))
+                        return 1; /* gone meanwhile */
+                return nano_error_set(err, ESRCH, "the owner of '%s' holds its lock, but state.json names pid %d, "
+                                      "which is gone", name, (int)i.monitor_pid);
+        }
         /* The timeout travels with the signal: the monitor applies it and never restarts after. */
         v.sival_int = STOP_MAGIC | (int)(timeout > 0xffffff ? 0xffffff : timeout);
         if (sigqueue(i.monitor_pid, SIGTERM, v) < 0 && errno != ESRCH)
@@ -412,12 +453,24 @@ int nano_instance_stop(const char *home, const char *name, unsigned timeout, Nan
                                       (int)i.monitor_pid);
         if (wait_lock_free(fd, timeout * 1000u + 5000u))
                 return 0;
-        /* A monitor that does not go: take it down with what it runs. */
-        (void)kill(i.monitor_pid, SIGKILL);
-        if (i.pid > 0) {
-                (void)kill(i.pid, SIGKILL);
-                (void)kill(-i.pid, SIGKILL);
+        /* A monitor that does not go: take it down with what it runs, once sure that the pids are still
+         * theirs. state.json again (its service may have started or changed since), the lock still
+         * held, and the same monitor (pid and start time): else it is not ours to kill. */
+        r = instance_read(home, name, &now, &e);
+        if (r < 0)
+                return r == -ENOENT ? 0 : nano_error_set(err, -r, "%s", e.message);
+        nano_instance_info_done(&now);
+        if (!now.monitor_alive)
+                return 0;
+        if (now.monitor_pid != i.monitor_pid || proc_starttime(now.monitor_pid) != monitor_st)
+                return nano_error_set(err, ETIMEDOUT, "the monitor of '%s' (pid %d) did not exit, and the instance "
+                                      "has another owner now: nothing killed", name, (int)i.monitor_pid);
+        /* The service first: while its monitor lives and has not reaped it, its pid cannot be reused. */
+        if (now.pid > 0 && now.service_alive) {
+                (void)kill(now.pid, SIGKILL);
+                (void)kill(-now.pid, SIGKILL);
         }
+        (void)kill(now.monitor_pid, SIGKILL);
         if (!wait_lock_free(fd, 5000))
                 return nano_error_set(err, ETIMEDOUT, "the monitor of '%s' (pid %d) does not exit", name,
                                       (int)i.monitor_pid);

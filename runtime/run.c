@@ -1170,10 +1170,12 @@ int nano_run(const NanoRunOptions *o, NanoRunResult *ret, NanoError *err)
         if (o->detach) {
                 /* A first state.json, so that `nano ps` shows what starts while the monitor execs and
                  * spawns. In the foreground the first start writes it a moment from now; until then
-                 * `ps` says "starting" (the lock is held and there is no state yet). */
+                 * `ps` says "starting" (the lock is held and there is no state yet). It names no
+                 * monitor: the monitor names itself with its first start. Our pid there would be
+                 * what `nano stop` signals (and, at its timeout, SIGKILLs) in the meantime. */
                 s0 = (Supervisor){ .instance_fd = r->instance_fd, .static_json = r->static_json,
-                                   .state = NANO_STATE_STARTING, .monitor_pid = getpid(), .exit_code = -1,
-                                   .exit_status = -1, .exit_signal = -1 };
+                                   .state = NANO_STATE_STARTING, .exit_code = -1, .exit_status = -1,
+                                   .exit_signal = -1 };
                 (void)supervisor_write_state(&s0);
                 return run_detached(r, ret);
         }

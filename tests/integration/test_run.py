@@ -550,6 +550,102 @@ def test_kill_monitor_reported_truthfully(hello):
     nano("rm", "orphan")
 
 
+def start_detached(nano_bin, nano_home, name, *cmd, env=None):
+    """`nano run -d --name name --isolate bare hello@1.0 -- cmd`, started and not waited for."""
+    return subprocess.Popen([str(nano_bin), "run", "-d", "--name", name, "--isolate", "bare", "hello@1.0", "--",
+                             *cmd], env=dict(os.environ, NANO_HOME=os.fspath(nano_home), **(env or {})),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def stopped_by_its_monitor(nano, name):
+    """The instance is over, stopped by its monitor's SIGTERM (not by a SIGKILL from `nano stop`)."""
+    st = wait_for(lambda: (s := inspect(nano, name))["state"] == "stopped" and not s["monitor_alive"] and s,
+                  what=f"{name} to be stopped")
+    assert not st["service_alive"] and st["exit_code"] == 128 + signal.SIGTERM, st
+    return st
+
+
+def test_stop_while_the_monitor_starts(hello, nano_bin, nano_home, workdir):
+    """A stop between `nano run -d`'s first state.json and the monitor's first start: state.json names
+    no monitor yet (never `nano run -d` itself), so the stop waits for the monitor, which stops the
+    service it has just started. `nano run -d` is not signalled: it prints the name and exits 0, and
+    the stop sends no SIGKILL. A wrapper that sleeps before exec'ing nano-monitor makes the window
+    wide enough to hit every time."""
+    nano = hello
+    monitor = nano_bin.resolve().parent.parent / "runtime" / "nano-monitor"
+    if not monitor.exists():
+        monitor = nano_bin.resolve().parent / "nano-monitor"
+    slow = workdir / "slow-monitor"
+    slow.write_text(f"#!/bin/sh\nsleep 1\nexec {monitor} \"$@\"\n")
+    slow.chmod(0o755)
+    p = start_detached(nano_bin, nano_home, "slowmon", "sleep", "100", env={"NANO_MONITOR": os.fspath(slow)})
+    try:
+        state = nano_home / "instances" / "slowmon" / "state.json"
+        wait_for(lambda: state.exists() or p.poll() is not None, what="the first state.json")
+        assert p.poll() is None, p.communicate()
+        st = json.loads(state.read_text())
+        assert st["state"] == "starting" and st["monitor_pid"] is None, st
+        t0 = time.monotonic()
+        r = nano("stop", "-t", "1", "slowmon", check=False)
+        out, err = p.communicate(timeout=30)
+        assert p.returncode == 0 and out == "slowmon\n", (p.returncode, out, err)
+        assert r.returncode == 0 and r.stdout == "slowmon\n", r
+        assert time.monotonic() - t0 < 5, "the stop waited for a SIGKILL"
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    stopped_by_its_monitor(nano, "slowmon")
+    nano("rm", "slowmon")
+
+
+def test_stop_right_after_run_detached(hello, nano_bin, nano_home):
+    """`nano stop` in a tight loop from the moment `nano run -d` starts: each stop finds no instance
+    yet (exit 3), or stops it for good, whatever step of its start it is at (the directory made, the
+    lock taken, the first state written, the monitor starting), waiting for the owner to name itself
+    where it has not yet. `nano run -d` always prints the name and exits 0."""
+    nano = hello
+    for n in range(6):
+        name = f"race{n}"
+        p = start_detached(nano_bin, nano_home, name, "sleep", "100")
+        try:
+            while True:
+                r = nano("stop", "-t", "1", name, check=False)
+                if r.returncode != 3:
+                    break
+                assert "no instance" in r.stderr, r
+            assert r.returncode == 0 and r.stdout == f"{name}\n", r
+            out, err = p.communicate(timeout=30)
+            assert p.returncode == 0 and out == f"{name}\n", (p.returncode, out, err)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        stopped_by_its_monitor(nano, name)
+        nano("rm", name)
+
+
+def test_stop_kills_a_monitor_that_does_not_go(hello, nano_bin, nano_home):
+    """A monitor that does not answer the stop (here: SIGSTOPped) is killed with its service once the
+    timeout and 5 s more are over, after checking that the pid is still that monitor's."""
+    nano = hello
+    nano("run", "-d", "--name", "stuck", "--isolate", "bare", "hello@1.0", "--", "sleep", "100")
+    st = inspect(nano, "stuck")
+    os.kill(st["monitor_pid"], signal.SIGSTOP)
+    try:
+        nano("stop", "-t", "0", "stuck")
+    finally:
+        try:
+            os.kill(st["monitor_pid"], signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    after = inspect(nano, "stuck")
+    assert after["state"] == "stopped" and after["exit_code"] == 137, after
+    assert not after["monitor_alive"] and not after["service_alive"], after
+    nano("rm", "stuck")
+
+
 def test_restart_always_with_backoff(hello):
     nano = hello
     nano("run", "-d", "--name", "flappy", "--isolate", "bare", "--restart", "always", "hello@1.0", "--",
