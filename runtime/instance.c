@@ -517,6 +517,7 @@ int nano_instance_remove(const char *home, const char *name, bool force, NanoErr
         NanoInstanceInfo i;
         RunPlan p;
         NanoError e = {};
+        bool stopped = false;
         int r;
 
         r = instance_read(home, name, &i, err);
@@ -540,10 +541,14 @@ int nano_instance_remove(const char *home, const char *name, bool force, NanoErr
                 r = nano_instance_stop(home, name, 0, err);
                 if (r < 0)
                         return r;
+                stopped = true;
         }
         if (instance_dir_path(home, name, &dir) < 0 || asprintf(&instances, "%s/instances", home) < 0)
                 return nano_error_set(err, ENOMEM, "out of memory");
         fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        /* Gone once stopped: its owner removed it (--rm), which is what we were asked to do. */
+        if (fd < 0 && errno == ENOENT && stopped)
+                return 0;
         if (fd < 0)
                 return nano_error_set(err, errno, "cannot open the instance '%s': %m", name);
         /* Ours from now: a monitor that starts can only be for a new instance of this name. */
@@ -567,7 +572,8 @@ int nano_instance_remove(const char *home, const char *name, bool force, NanoErr
                 return nano_error_set(err, errno, "cannot open '%s': %m", instances);
         snprintf(trash, sizeof trash, ".trash-%s-%ld", name, (long)getpid());
         if (renameat(ifd, name, ifd, trash) < 0)
-                return nano_error_set(err, errno, "cannot remove the instance '%s': %m", name);
+                return errno == ENOENT && stopped ? 0 :
+                       nano_error_set(err, errno, "cannot remove the instance '%s': %m", name);
         r = rm_rf_at(ifd, trash);
         if (r < 0)
                 log_debug_errno(r, "removing '%s/%s': %m", instances, trash);

@@ -646,6 +646,26 @@ def test_stop_kills_a_monitor_that_does_not_go(hello, nano_bin, nano_home):
     nano("rm", "stuck")
 
 
+def test_rm_force_of_a_foreground_rm_instance(hello, nano_bin, nano_home):
+    """`nano rm -f` of a running foreground --rm instance: the stop makes its owner remove it, which
+    is what rm was asked for (exit 0), not an instance gone missing."""
+    nano = hello
+    p = subprocess.Popen([str(nano_bin), "run", "--rm", "--name", "fgrm", "--isolate", "bare", "hello@1.0", "--",
+                          "sleep", "1000"],
+                         env=dict(os.environ, NANO_HOME=os.fspath(nano_home)), stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_for(lambda: (s := ps(nano).get("fgrm")) and s["state"] == "running", what="running")
+        r = nano("rm", "-f", "fgrm", check=False)
+        assert r.returncode == 0 and r.stderr == "", r
+        assert p.wait(timeout=20) == 128 + signal.SIGTERM
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert "fgrm" not in ps(nano) and not (nano_home / "instances" / "fgrm").exists()
+
+
 def test_restart_always_with_backoff(hello):
     nano = hello
     nano("run", "-d", "--name", "flappy", "--isolate", "bare", "--restart", "always", "hello@1.0", "--",
