@@ -968,6 +968,12 @@ static int run_detached(Run *r, NanoRunResult *ret)
                         if (supervisor_init(&s) >= 0 && supervisor_first_start(&s, &e, &code) >= 0)
                                 (void)supervisor_loop(&s);
                         supervisor_done(&s);
+                        if (r->o->remove) {
+                                /* --rm, as nano-monitor does it: let go of the lock (rm refuses while
+                                 * it is held), then remove the instance as `nano rm` would. */
+                                r->lock_fd = safe_close(r->lock_fd);
+                                (void)nano_instance_remove(r->home, r->plan.name, false, &e);
+                        }
                         _exit(0);
                 }
         }

@@ -666,6 +666,17 @@ def test_rm_force_of_a_foreground_rm_instance(hello, nano_bin, nano_home):
     assert "fgrm" not in ps(nano) and not (nano_home / "instances" / "fgrm").exists()
 
 
+def test_fallback_monitor_honours_rm(hello, nano_home):
+    """Without nano-monitor (NANO_MONITOR names nothing), the forked monitor does what nano-monitor
+    does with --rm: the instance goes once its service is over."""
+    nano = hello
+    r = nano("run", "-d", "--rm", "--name", "fallrm", "--isolate", "bare", "hello@1.0", "--", "/bin/true",
+             env={"NANO_MONITOR": "/nonexistent"})
+    assert r.stdout == "fallrm\n", r
+    wait_for(lambda: "fallrm" not in ps(nano), what="the instance to be removed")
+    assert not (nano_home / "instances" / "fallrm").exists()
+
+
 def test_restart_always_with_backoff(hello):
     nano = hello
     nano("run", "-d", "--name", "flappy", "--isolate", "bare", "--restart", "always", "hello@1.0", "--",
