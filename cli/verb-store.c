@@ -211,6 +211,10 @@ static int verb_add(int argc, char **argv)
                 return usage_error("store add: --name and --version are required");
         if (!nano_name_is_valid(o.name))
                 return usage_error("store add: invalid name '%s': use [A-Za-z0-9][A-Za-z0-9._+-]{0,127}", o.name);
+        if (nano_name_is_reserved(o.name))
+                return usage_error("store add: invalid name '%s': it is reserved for the mount's by-id view "
+                                   "(/by-id/sha256:<id>); choose another name",
+                                   o.name);
         if (!nano_name_is_valid(o.version))
                 return usage_error("store add: invalid version '%s': use [A-Za-z0-9][A-Za-z0-9._+-]{0,127}",
                                    o.version);

@@ -105,6 +105,7 @@ struct NanoFuse {
 
         ChunkCache *cache;
         DigestSet logged;
+        atomic_bool by_id_logged; /* refs/by-id/ (a release named by-id) was reported hidden */
 
         /* Open blobs, most recently read first (under lock). n_blobs counts the descriptors they hold
          * (a delta blob holds its base's too), kept under max_blobs: half the descriptor limit. */

@@ -129,6 +129,14 @@ static void report_manifest(NanoFuse *f, const uint8_t mid[32], const char *view
                                             : "cannot be opened: %m");
 }
 
+static void report_by_id_hidden(NanoFuse *f)
+{
+        if (atomic_exchange(&f->by_id_logged, true))
+                return;
+        log_warning("release name 'by-id' is hidden by the by-id view: its releases are reachable only as "
+                    "/by-id/sha256:<id>; add them again under another name and remove them ('nano store rm')");
+}
+
 /* ---- Entries. */
 
 static void entry_fill(const struct stat *st, double entry_timeout, double attr_timeout,
@@ -440,6 +448,11 @@ static int snapshot_build(NanoFuse *f, const Node *n, DirSnapshot **ret)
                         uint8_t id[32];
                         if (!nano_name_is_valid(de->d_name))
                                 continue;
+                        if (n->kind == NODE_ROOT && nano_name_is_reserved(de->d_name)) {
+                                /* Written by an older nano or by hand: /by-id is the view, always. */
+                                report_by_id_hidden(f);
+                                continue;
+                        }
                         if (n->kind == NODE_ROOT) {
                                 if (name_dir_stat(f, de->d_name, &st) < 0)
                                         continue;

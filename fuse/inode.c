@@ -588,6 +588,7 @@ void inodes_done(NanoFuse *f)
 
 /* ---- Attributes. */
 
+/* refs_only: the refs of a name's folder; else the names in refs/, but the one the by-id view hides. */
 static int count_subdirs(int dirfd, const char *path, bool refs_only, unsigned *ret)
 {
         _cleanup_close_ int fd = openat(dirfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
@@ -602,7 +603,7 @@ static int count_subdirs(int dirfd, const char *path, bool refs_only, unsigned *
                 return -errno;
         TAKE_FD(fd);
         while ((de = readdir(d)))
-                if (nano_name_is_valid(de->d_name) &&
+                if (nano_name_is_valid(de->d_name) && (refs_only || !nano_name_is_reserved(de->d_name)) &&
                     (refs_only ? de->d_type == DT_REG || de->d_type == DT_UNKNOWN
                                : de->d_type == DT_DIR || de->d_type == DT_UNKNOWN))
                         n++;

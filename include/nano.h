@@ -38,6 +38,10 @@ int nano_id_parse(const char *s, uint8_t ret[32]);
 char *nano_id_format(const uint8_t id[32], char buf[NANO_ID_STRING_SIZE]);
 /* True if s is a valid release name or version. */
 bool nano_name_is_valid(const char *s);
+/* True if s is a reserved release name: "by-id", the mount's /by-id view, which a release of that
+ * name would be hidden by. Valid (a store written by an older nano may have one: it can be read and
+ * removed), but no new ref is written under it. */
+bool nano_name_is_reserved(const char *s);
 
 /* ---- The store. */
 

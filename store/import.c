@@ -1050,6 +1050,11 @@ int nano_store_add(NanoStore *s, const char *source, const char *name, const cha
         if (!nano_name_is_valid(version))
                 return nano_error_set(err, EINVAL, "invalid version '%s': use [A-Za-z0-9][A-Za-z0-9._+-]{0,127}",
                                       version);
+        if (nano_name_is_reserved(name))
+                return nano_error_set(err, EINVAL,
+                                      "release name '%s' is reserved for the mount's by-id view "
+                                      "(/by-id/sha256:<id>); choose another name",
+                                      name);
         if (stat(source, &st) < 0)
                 return nano_error_set(err, errno, "cannot import '%s': %m", source);
         if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode))

@@ -70,6 +70,8 @@ int nano_ref_write(NanoStore *s, const char *name, const char *version, const ui
         r = ref_path(name, version, path, sizeof path);
         if (r < 0)
                 return r;
+        if (nano_name_is_reserved(name))
+                return -EINVAL; /* the mount would hide it; nano_store_add() says why */
         r = nano_ref_read(s, name, version, old);
         if (r >= 0)
                 return memcmp(old, id, 32) == 0 ? 0 : -EEXIST;

@@ -26,6 +26,11 @@ bool nano_name_is_valid(const char *s)
         return n >= 1 && n <= NANO_RELEASE_NAME_MAX;
 }
 
+bool nano_name_is_reserved(const char *s)
+{
+        return s && streq(s, "by-id");
+}
+
 int nano_id_parse(const char *s, uint8_t ret[32])
 {
         uint8_t d[32];

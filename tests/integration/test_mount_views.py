@@ -226,3 +226,33 @@ def test_identical_files_share_inode_and_page_cache(nano, nano_home, workdir, mo
     hits, misses, errs = map(int, m.groups())
     print(f"\nchunk cache: {hits} hits, {misses} misses")
     assert (misses, errs) == (want, 0), log
+
+
+def test_release_named_by_id_is_hidden(nano, nano_home, workdir, mounter, require_fuse):
+    """`store add --name by-id` is refused (the name is reserved), but a store written by an older
+    nano or by hand may have refs/by-id/: the root shows `by-id` once, the view, and the daemon
+    says once that the release is hidden."""
+    a1 = small_tree(workdir / "a1", 1)
+    aid = nano("store", "add", a1, "--name", "a", "--version", "1", "--json").json()["id"]
+    refs = nano_home / "store" / "refs"
+    (refs / "by-id").mkdir()
+    (refs / "by-id" / "1").write_text(aid + "\n")
+    mp = mounter(nano_home)
+
+    for _ in range(2):
+        assert sorted(os.listdir(mp)) == ["a", "by-id"]
+    assert os.lstat(mp).st_nlink == 2 + 1 + 1  # a, and the view
+    assert os.listdir(mp / "by-id") == [aid]
+    assert errno_of(os.lstat, mp / "by-id" / "1") == errno.ENOENT
+    assert_same_tree(a1, mp / "by-id" / aid)
+    # a walk sees the view once
+    tops = [os.path.relpath(d, mp) for d, _, _ in os.walk(mp)]
+    assert tops.count("by-id") == 1 and tops.count(f"by-id/{aid}") == 1 and "by-id/1" not in tops
+
+    log = (nano_home / "mount.log").read_text()
+    assert log.count("release name 'by-id' is hidden by the by-id view") == 1, log
+    # the store still reads and removes it
+    assert "by-id" in nano("store", "ls").stdout
+    nano("store", "rm", "by-id@1")
+    wait_for(lambda: sorted(os.listdir(mp)) == ["a", "by-id"] and os.lstat(mp).st_nlink == 4,
+             LIVE_TIMEOUT, "root unchanged after rm by-id@1")

@@ -317,6 +317,17 @@ def test_invalid_names(seeded, nano, field, bad):
     assert snapshot(seeded.home) == seeded.before
 
 
+def test_reserved_name(seeded, nano):
+    """`by-id` is a valid name, but the mount shows its by-id view there (doc/mount.md)."""
+    r = nano("store", "add", seeded.src, "--name", "by-id", "--version", "1", check=False)
+    refused(r, 2, "invalid name 'by-id'", "reserved", "by-id view")
+    assert not (seeded.home / "store" / "refs" / "by-id").exists()
+    assert snapshot(seeded.home) == seeded.before
+    # as a version, or within a longer name, it is an ordinary word
+    assert add(nano, seeded.src, "by-id2", "by-id")["id"] == seeded.id
+    assert add(nano, seeded.src, "x", "by-id")["id"] == seeded.id
+
+
 def test_longest_name_is_valid(seeded, nano):
     n = "a" + "Z9._+-" * 21 + "b"
     assert len(n) == 128
