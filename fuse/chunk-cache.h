@@ -6,8 +6,9 @@
  * Key: (blob digest, chunk size, chunk index). Each chunk is decompressed and verified by
  * nano_blob_read_chunk() when it is filled, once: concurrent readers of a chunk being filled wait for
  * that one decompression instead of repeating it. Memory is bounded by the configured size (CLOCK
- * eviction per shard), plus the chunks that readers still hold after their eviction. Sharded, so
- * threads reading different chunks rarely meet on a lock. */
+ * eviction per shard), plus the newest chunk larger than a shard's share, plus the chunks that readers
+ * still hold after their eviction, whatever the chunk size. Sharded, so threads reading different
+ * chunks rarely meet on a lock. */
 
 #include <stdint.h>
 
@@ -21,6 +22,7 @@ typedef struct Chunk Chunk;
 typedef struct ChunkCacheStats {
         uint64_t hits, misses, waits, errors; /* waits: hits that waited for a fill in progress */
         uint64_t bytes, budget;
+        uint64_t pooled; /* free chunk buffers kept for reuse */
 } ChunkCacheStats;
 
 /* budget 0 disables caching: chunks are still shared by concurrent readers, then dropped. */

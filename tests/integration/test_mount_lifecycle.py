@@ -11,6 +11,7 @@ import random
 import signal
 import struct
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -431,3 +432,74 @@ def test_daemon_memory_with_many_releases(nano, nano_bin, nano_home, workdir, mo
         pytest.skip(f"ASan build: shadow memory and quarantine make RSS meaningless "
                     f"(measured {rss / MiB:.1f} MiB; the limit is checked on the normal build)")
     assert rss < limit, f"daemon RSS {rss / MiB:.1f} MiB >= {limit / MiB:.0f} MiB"
+
+
+def proc_status(pid):
+    fields = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            fields[k] = v.strip()
+    return {k: int(fields[k].split()[0]) * KiB for k in ("VmRSS", "VmHWM")}
+
+
+def test_daemon_memory_with_large_chunks(nano, nano_bin, nano_home, workdir, mounter, require_fuse):
+    """doc/mount.md, the chunk cache: with 16 MiB chunks, twice as large as a shard's share of a 32M
+    cache, the daemon keeps the cache's budget and one chunk more, plus what its reads hold while
+    they are answered (16 shards kept one chunk each, and the buffer pool 32 whole chunks: 529 MB
+    measured with the default 64M cache)."""
+    rng = random.Random(11)
+    src = workdir / "src"
+    src.mkdir()
+    size = 64 * MiB + 12345
+    for i in range(4):  # 4 chunks each, 16 in all: one per shard, as many as the old cache kept
+        (src / f"f{i}.bin").write_bytes(rng.randbytes(size))  # incompressible: frames are 16 MiB too
+    nano("store", "add", src, "--name", "big", "--version", "1", "--chunk-size", "16M", "-q")
+    cache, chunk, readers = 32 * MiB, 16 * MiB, 4
+    mp = mounter(nano_home, None, "--cache-size", "32M")
+    pid = daemon_pid(nano_bin, nano_home)
+    base = proc_status(pid)["VmRSS"]
+
+    errors = []
+
+    def read(seed):
+        r = random.Random(seed)
+        try:
+            fds = [(os.open(mp / "big" / "1" / f"f{i}.bin", os.O_RDONLY), open(src / f"f{i}.bin", "rb"))
+                   for i in range(4)]
+            for fd, _ in fds:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)  # one request per read: no readahead
+            for _ in range(12):
+                fd, f = r.choice(fds)
+                off = r.randrange(0, size - 4096)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # the daemon answers every read
+                f.seek(off)
+                assert os.pread(fd, 4096, off) == f.read(4096), off
+            for fd, f in fds:
+                os.close(fd)
+                f.close()
+        except Exception as e:  # noqa: BLE001 (reported by the main thread)
+            errors.append(e)
+
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(readers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    st = proc_status(pid)
+    # Kept: the budget, the newest chunk larger than a share, the buffer pool (here one chunk's
+    # buffer), the one spare frame buffer (a frame of random bytes is a chunk's size), and the daemon
+    # itself. While reads are answered, each holds its chunk and its compressed frame.
+    overhead = 3 * chunk + 32 * MiB
+    limit = cache + overhead
+    peak_limit = limit + readers * 2 * chunk
+    asan = "libasan" in open(f"/proc/{pid}/maps").read() or b"__asan_init" in Path(nano_bin).read_bytes()
+    print(f"\ndaemon VmRSS {base / MiB:.1f} MiB at start, {st['VmRSS'] / MiB:.1f} MiB after the reads "
+          f"(limit {limit / MiB:.0f} MiB), VmHWM {st['VmHWM'] / MiB:.1f} MiB (limit {peak_limit / MiB:.0f} MiB)"
+          f"{'; ASan build: not enforced' if asan else ''}")
+    if asan:
+        pytest.skip("ASan build: shadow memory and quarantine make RSS meaningless (the limits are "
+                    "checked on the normal build)")
+    assert st["VmRSS"] < limit, f"daemon RSS {st['VmRSS'] / MiB:.1f} MiB >= {limit / MiB:.0f} MiB"
+    assert st["VmHWM"] < peak_limit, f"daemon VmHWM {st['VmHWM'] / MiB:.1f} MiB >= {peak_limit / MiB:.0f} MiB"
