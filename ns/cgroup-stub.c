@@ -38,6 +38,16 @@ int nano_cgroup_remove(NanoCgroup *cg, NanoError *e)
         return nano_error_set(e, EOPNOTSUPP, NO_CGROUPS);
 }
 
+int nano_cgroup_kill(const NanoCgroup *cg, unsigned timeout_ms, NanoError *e)
+{
+        return cg ? nano_error_set(e, EOPNOTSUPP, NO_CGROUPS) : 0;
+}
+
+unsigned nano_cgroup_dir_fds(const NanoCgroup *cg, int ret[static _NANO_CGROUP_CONTROLLER_MAX])
+{
+        return 0;
+}
+
 int nano_cgroup_fd(const NanoCgroup *cg)
 {
         return -EBADF;

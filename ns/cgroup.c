@@ -554,6 +554,44 @@ int nano_cgroup_remove(NanoCgroup *cg, NanoError *e)
         return 0;
 }
 
+int nano_cgroup_kill(const NanoCgroup *cg, unsigned timeout_ms, NanoError *e)
+{
+        int found = 0;
+
+        if (!cg)
+                return 0;
+        for (unsigned i = 0; i < slots(cg); i++) {
+                int r;
+
+                if (cg->fd[i] < 0)
+                        continue;
+                /* Every hierarchy: a process may have joined some and not others. After the first,
+                 * the others are usually empty already (the same processes). */
+                r = nano_cgroup_kill_at(cg->fd[i], timeout_ms);
+                if (r == -EBUSY)
+                        return nano_error_set(e, EBUSY,
+                                              "the processes of the cgroup '%s/%s' are still there %u ms "
+                                              "after SIGKILL",
+                                              cg->parent[i], cg->name, timeout_ms);
+                if (r < 0)
+                        return nano_error_set(e, r, "kill the processes of the cgroup '%s/%s': %m",
+                                              cg->parent[i], cg->name);
+                if (r > found)
+                        found = r;
+        }
+        return found;
+}
+
+unsigned nano_cgroup_dir_fds(const NanoCgroup *cg, int ret[static _NANO_CGROUP_CONTROLLER_MAX])
+{
+        unsigned n = 0;
+
+        for (unsigned i = 0; cg && i < slots(cg); i++)
+                if (cg->fd[i] >= 0)
+                        ret[n++] = cg->fd[i];
+        return n;
+}
+
 /* ---- Probe: which of our cgroups we may write. */
 
 typedef struct MountEntry {

@@ -377,6 +377,16 @@ int nano_cgroup_attach(const NanoCgroup *cg, pid_t pid, NanoError *e);
 int nano_cgroup_read(const NanoCgroup *cg, NanoCgroupState *ret, NanoError *e);
 /* Removes the cgroup; -EBUSY while it has processes. */
 int nano_cgroup_remove(NanoCgroup *cg, NanoError *e);
+/* [parent] Kills every process in the cgroup, in every hierarchy (the caller excepted), and waits up to
+ * timeout_ms for them to be gone: v2 writes cgroup.kill where it exists, else (v1, v2 before Linux
+ * 5.14) SIGKILL goes to each process of cgroup.procs until it lists none. Returns how many there were
+ * (0: empty already), -EBUSY when some are still there at the deadline. */
+int nano_cgroup_kill(const NanoCgroup *cg, unsigned timeout_ms, NanoError *e);
+/* The same on one cgroup directory; libc only, no allocation, no message: what nano-monitor links. */
+int nano_cgroup_kill_at(int dirfd, unsigned timeout_ms);
+/* The open directories of the cgroup (one per hierarchy; still owned by cg) into ret; returns how
+ * many. 0 for NULL. */
+unsigned nano_cgroup_dir_fds(const NanoCgroup *cg, int ret[static _NANO_CGROUP_CONTROLLER_MAX]);
 /* The v2 directory fd (for clone3(CLONE_INTO_CGROUP)); -EBADF for v1. */
 int nano_cgroup_fd(const NanoCgroup *cg);
 NanoCgroup *nano_cgroup_free(NanoCgroup *cg);

@@ -411,7 +411,62 @@ static int read_settled(const char *home, const char *name, NanoInstanceInfo *re
         }
 }
 
+/* How long processes left in an instance's cgroup have to go after SIGKILL. */
+#define CGROUP_KILL_TIMEOUT_MS 5000u
+
+/* The instance's cgroup, when it has one (1), else 0; -errno when it has one that cannot be opened
+ * (gone already: 0). */
+static int open_cgroup(const char *home, const char *name, NanoCgroup **ret, NanoError *err)
+{
+        NanoError e = {};
+        RunPlan p;
+        int r = 0;
+
+        *ret = NULL;
+        if (read_plan(home, name, &p, &e) < 0)
+                return 0; /* no plan: nothing was ever started */
+        if (p.cgroup) {
+                r = nano_cgroup_open(&p.place, p.cgroup_name, ret, err);
+                if (r == -ENOENT)
+                        r = 0;
+                else if (r >= 0)
+                        r = 1;
+        }
+        run_plan_done(&p);
+        return r;
+}
+
+/* Kills what is left in the instance's cgroup once its service is over: a process that left the
+ * service's process group (a daemon's setsid()) is still in it. Its monitor does that when the service
+ * is over; this is for a monitor that was killed, or did not get to it. */
+static int kill_cgroup(const char *home, const char *name, NanoError *err)
+{
+        _cleanup_(nano_cgroup_freep) NanoCgroup *cg = NULL;
+        int r;
+
+        r = open_cgroup(home, name, &cg, err);
+        if (r <= 0)
+                return r;
+        r = nano_cgroup_kill(cg, CGROUP_KILL_TIMEOUT_MS, err);
+        if (r > 0)
+                log_debug("'%s': %d process%s left in its cgroup: killed", name, r, r == 1 ? "" : "es");
+        return r < 0 ? r : 0;
+}
+
+static int stop_service(const char *home, const char *name, unsigned timeout, NanoError *err);
+
 int nano_instance_stop(const char *home, const char *name, unsigned timeout, NanoError *err)
+{
+        int r = stop_service(home, name, timeout, err), k;
+
+        if (r < 0)
+                return r;
+        /* Over: nothing of it may stay in its cgroup either. */
+        k = kill_cgroup(home, name, err);
+        return k < 0 ? k : r;
+}
+
+static int stop_service(const char *home, const char *name, unsigned timeout, NanoError *err)
 {
         _cleanup_free_ char *dir = NULL;
         _cleanup_close_ int fd = -EBADF;
@@ -513,9 +568,9 @@ int nano_instance_remove(const char *home, const char *name, bool force, NanoErr
         _cleanup_(nano_store_unrefp_rt) NanoStore *s = NULL;
         _cleanup_free_ char *dir = NULL, *instances = NULL, *pin = NULL;
         _cleanup_close_ int fd = -EBADF, lock = -EBADF, ifd = -EBADF;
+        _cleanup_(nano_cgroup_freep) NanoCgroup *cg = NULL;
         char trash[NAME_MAX + 1];
         NanoInstanceInfo i;
-        RunPlan p;
         NanoError e = {};
         bool stopped = false;
         int r;
@@ -556,15 +611,18 @@ int nano_instance_remove(const char *home, const char *name, bool force, NanoErr
         if (lock >= 0 && flock(lock, LOCK_EX | LOCK_NB) < 0)
                 return nano_error_set(err, EBUSY, "the instance '%s' is still locked by its monitor", name);
 
-        if (read_plan(home, name, &p, &e) >= 0) {
-                if (p.cgroup) {
-                        _cleanup_(nano_cgroup_freep) NanoCgroup *cg = NULL;
-                        NanoError ce = {};
-                        if (nano_cgroup_open(&p.place, p.cgroup_name, &cg, &ce) >= 0)
-                                (void)nano_cgroup_remove(cg, &ce);
-                }
-                run_plan_done(&p);
+        /* The cgroup first: one that cannot be removed (its processes do not go) keeps the instance,
+         * for a `nano rm` later, rather than outliving it unnoticed with processes in it, where the
+         * next instance of this name would find it and run without limits. */
+        r = open_cgroup(home, name, &cg, &e);
+        if (r > 0) {
+                r = nano_cgroup_kill(cg, CGROUP_KILL_TIMEOUT_MS, &e);
+                if (r >= 0)
+                        r = nano_cgroup_remove(cg, &e);
         }
+        if (r < 0)
+                return nano_error_set(err, -r, "cannot remove the instance '%s': %s; the instance is kept, for "
+                                      "`nano rm %s` once that is solved", name, e.message, name);
 
         /* Out of the way first, so that the name is free at once; then deleted. */
         ifd = open(instances, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -701,8 +759,12 @@ int instance_remove_owned(const char *home, const char *name, NanoStore *store, 
         /* What nano_instance_remove() does, without finding out again what the caller knows: no
          * state or spec to parse, no store to open, no lock to wait for (the caller holds it). The
          * name and the pin go before we return; the files in a child we do not wait for. */
-        if (cg)
-                (void)nano_cgroup_remove(cg, &e);
+        if (cg && nano_cgroup_remove(cg, &e) < 0) {
+                /* Its supervisor emptied it when the service was over: something that did not go.
+                 * Kept, with the instance, for `nano rm` to try again and say why. */
+                log_warning("%s: the instance '%s' is kept (`nano rm %s` removes it)", e.message, name, name);
+                return -e.error;
+        }
         if (asprintf(&instances, "%s/instances", home) < 0)
                 return -ENOMEM;
         ifd = open(instances, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

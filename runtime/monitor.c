@@ -89,6 +89,11 @@ int main(int argc, char **argv)
                         lock_fd = arg_int(v);
                 else if (strcmp(a, "--static-fd") == 0)
                         static_fd = arg_int(v);
+                else if (strcmp(a, "--cgroup-fd") == 0 && s.n_cgroup_fd < _NANO_CGROUP_CONTROLLER_MAX &&
+                         arg_int(v) >= 0) {
+                        s.cgroup_fd[s.n_cgroup_fd++] = arg_int(v);
+                        (void)fcntl(arg_int(v), F_SETFD, FD_CLOEXEC);
+                }
                 else
                         goto usage;
         }

@@ -909,8 +909,10 @@ static int run_detached(Run *r, NanoRunResult *ret)
         }
         if (pid == 0) {
                 char monitor[PATH_MAX], a_sync[16], a_lock[16], a_static[16], a_log[32];
+                char a_cg[_NANO_CGROUP_CONTROLLER_MAX][16];
+                int null, cg_fds[_NANO_CGROUP_CONTROLLER_MAX];
                 const char *mon;
-                int null;
+                unsigned n_cg;
 
                 /* A session of its own, then fork again: the monitor is no session leader, so it can
                  * never get a controlling terminal, and its parent (us) is gone: init or the nearest
@@ -930,13 +932,16 @@ static int run_detached(Run *r, NanoRunResult *ret)
                 }
                 (void)chdir("/");
                 mon = find_monitor(r->self_exe, monitor, sizeof monitor);
+                n_cg = nano_cgroup_dir_fds(r->cg, cg_fds);
                 if (mon) {
-                        char *argv[] = { (char *)mon, (char *)"--home", r->home, (char *)"--name", r->plan.name,
-                                         (char *)"--nano", r->self_exe, (char *)"--restart",
-                                         (char *)nano_restart_policy_to_string(r->plan.restart), (char *)"--log-max",
-                                         a_log, (char *)"--sync-fd", a_sync, (char *)"--lock-fd", a_lock,
-                                         (char *)"--static-fd", a_static, r->o->remove ? (char *)"--remove" : NULL,
-                                         NULL };
+                        char *argv[21 + 2 * _NANO_CGROUP_CONTROLLER_MAX] = {
+                                (char *)mon, (char *)"--home", r->home, (char *)"--name", r->plan.name,
+                                (char *)"--nano", r->self_exe, (char *)"--restart",
+                                (char *)nano_restart_policy_to_string(r->plan.restart), (char *)"--log-max", a_log,
+                                (char *)"--sync-fd", a_sync, (char *)"--lock-fd", a_lock, (char *)"--static-fd",
+                                a_static, r->o->remove ? (char *)"--remove" : NULL,
+                        };
+                        size_t argc = r->o->remove ? 18 : 17;
                         snprintf(a_sync, sizeof a_sync, "%d", sync[1]);
                         snprintf(a_lock, sizeof a_lock, "%d", r->lock_fd);
                         snprintf(a_static, sizeof a_static, "%d", memfd);
@@ -944,6 +949,13 @@ static int run_detached(Run *r, NanoRunResult *ret)
                         (void)fcntl(sync[1], F_SETFD, 0);
                         (void)fcntl(r->lock_fd, F_SETFD, 0);
                         (void)fcntl(memfd, F_SETFD, 0);
+                        /* The cgroup, which the monitor empties when the service is over. */
+                        for (unsigned i = 0; i < n_cg; i++) {
+                                snprintf(a_cg[i], sizeof a_cg[i], "%d", cg_fds[i]);
+                                argv[argc++] = (char *)"--cgroup-fd";
+                                argv[argc++] = a_cg[i];
+                                (void)fcntl(cg_fds[i], F_SETFD, 0);
+                        }
                         execv(mon, argv);
                         (void)fcntl(sync[1], F_SETFD, FD_CLOEXEC);
                         (void)fcntl(r->lock_fd, F_SETFD, FD_CLOEXEC);
@@ -965,6 +977,7 @@ static int run_detached(Run *r, NanoRunResult *ret)
                         NanoError e;
                         int code;
 
+                        s.n_cgroup_fd = nano_cgroup_dir_fds(r->cg, s.cgroup_fd);
                         if (supervisor_init(&s) >= 0 && supervisor_first_start(&s, &e, &code) >= 0)
                                 (void)supervisor_loop(&s);
                         supervisor_done(&s);
@@ -1058,6 +1071,7 @@ static int run_foreground(Run *r, NanoRunResult *ret)
         sigset_t set;
         int k, code = 0;
 
+        s.n_cgroup_fd = nano_cgroup_dir_fds(r->cg, s.cgroup_fd);
         k = supervisor_init(&s);
         if (k < 0) {
                 supervisor_done(&s);

@@ -16,6 +16,7 @@
 #include <sys/types.h>
 
 #include "nano.h"
+#include "ns.h"
 #include "runtime.h"
 
 #ifndef SYS_close_range /* Linux 5.9; headers older than the kernel */
@@ -81,6 +82,10 @@ struct Supervisor {
         /* Starts the service; returns its pid, or -errno with err filled and *ret_code 125..127. */
         int (*spawn)(Supervisor *s, NanoError *err, int *ret_code);
         void *userdata;
+        /* The instance's cgroup, one directory per hierarchy (none without limits; not closed here):
+         * emptied whenever the service is over, of what left its process group too (a daemon). */
+        int cgroup_fd[_NANO_CGROUP_CONTROLLER_MAX];
+        unsigned n_cgroup_fd;
 
         /* Owned by the supervisor. */
         int signal_fd;

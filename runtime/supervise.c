@@ -40,6 +40,9 @@
 /* `nano stop` sends SIGTERM with sigqueue() and this in the value's high bits, the timeout below. */
 #define STOP_MAGIC 0x5a000000
 #define STOP_MAGIC_MASK 0xff000000
+/* How long the processes left in the cgroup have to go after SIGKILL (one in D state may take a
+ * while): bounded, as `nano stop` waits for us. */
+#define CGROUP_KILL_TIMEOUT_MS 3000u
 
 bool nano_instance_name_is_valid(const char *s)
 {
@@ -513,6 +516,22 @@ static void kill_service(Supervisor *s, int sig)
                 (void)kill(-s->pid, sig);
 }
 
+/* Empties the instance's cgroup: a process that left the service's group (setsid(), a double fork)
+ * is still in it, and would outlive the instance, keep its cgroup from being removed and its name's
+ * next instance from getting limits. */
+static void kill_cgroup(Supervisor *s)
+{
+        for (unsigned i = 0; i < s->n_cgroup_fd; i++) {
+                int r = nano_cgroup_kill_at(s->cgroup_fd[i], CGROUP_KILL_TIMEOUT_MS);
+                if (r > 0)
+                        supervisor_note(s, "%d process%s left in the cgroup after the service: killed", r,
+                                        r == 1 ? "" : "es");
+                else if (r < 0)
+                        supervisor_note(s, "cannot empty the cgroup after the service: %s",
+                                        r == -EBUSY ? "processes still there after SIGKILL" : strerror(-r));
+        }
+}
+
 static int start(Supervisor *s, NanoError *err, int *ret_code)
 {
         pid_t pid;
@@ -701,6 +720,8 @@ int supervisor_loop(Supervisor *s)
                         if (s->detached)
                                 /* What is left of its process group goes with it. */
                                 (void)kill(-s->pid, SIGKILL);
+                        /* And what is left of the instance's cgroup. */
+                        kill_cgroup(s);
                         s->pid = 0;
                         s->pidfd = xclose(s->pidfd);
                         s->kill_deadline = 0;

@@ -737,6 +737,108 @@ def test_pids_limit_stops_a_fork_bomb(hello):
     nano("rm", "bomb")
 
 
+def procs_running(tag):
+    """Pids of the live processes (not zombies) whose command line holds tag."""
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{d}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if tag in cmd and state != "Z":
+            found.append(int(d))
+    return found
+
+
+def cgroup_members(paths):
+    out = set()
+    for p in paths:
+        try:
+            with open(os.path.join(p, "cgroup.procs")) as f:
+                out |= {int(x) for x in f.read().split()}
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def daemon_tag():
+    """A `sleep` argument no other process has: a number of seconds with a unique fraction."""
+    return "%d.%06d" % (900 + os.getpid() % 100, time.time_ns() // 1000 % 1000000)
+
+
+def test_stop_and_rm_empty_the_cgroup(hello, nano_home):
+    """A daemon that left the service's process group (setsid) is still in the instance's cgroup:
+    `nano stop` kills it, `nano rm` removes the cgroup, and the next instance of the name gets its
+    limits."""
+    gate(cgroup_usable())
+    nano = hello
+    tag = daemon_tag()
+    nano("run", "-d", "--name", "dmn", "--isolate", "bare", "--pids", "50", "--require-limits", "hello@1.0",
+         "--", "sh", "-c", f"setsid sleep {tag} & exec sleep 300")
+    wait_for(lambda: procs_running(tag), what="the daemon")
+    paths = inspect(nano, "dmn")["limits"]["cgroup"]["paths"]
+    assert set(procs_running(tag)) <= cgroup_members(paths), paths
+    nano("stop", "-t", "2", "dmn")
+    # Out of its cgroup (cgroup_exit()) a moment before it is a zombie: a short wait.
+    wait_for(lambda: not procs_running(tag), timeout=3, what="the daemon killed by `nano stop`")
+    assert not cgroup_members(paths), paths
+    assert "killed" in (nano_home / "instances" / "dmn" / "logs" / "monitor.log").read_text()
+    nano("rm", "dmn")
+    assert not any(os.path.exists(p) for p in paths), paths
+    r = nano("run", "--name", "dmn", "--isolate", "bare", "--pids", "50", "--require-limits", "hello@1.0",
+             "--", "true", check=False)
+    assert r.returncode == 0 and "not applied" not in r.stderr, r
+    nano("rm", "dmn")
+
+
+def test_service_end_empties_the_cgroup(hello):
+    """The service exits on its own and leaves a daemon: the monitor (detached) or `nano run`
+    (foreground) kills it with the service, and --rm removes the cgroup."""
+    gate(cgroup_usable())
+    nano = hello
+    tag = daemon_tag()
+    nano("run", "-d", "--name", "quits", "--isolate", "bare", "--pids", "50", "--require-limits", "hello@1.0",
+         "--", "sh", "-c", f"setsid sleep {tag} & sleep 0.5")
+    paths = inspect(nano, "quits")["limits"]["cgroup"]["paths"]
+    wait_for(lambda: ps(nano)["quits"]["state"] == "exited", what="exit")
+    wait_for(lambda: not procs_running(tag), timeout=5, what="the daemon killed with the service")
+    assert not cgroup_members(paths), paths
+    nano("rm", "quits")
+    assert not any(os.path.exists(p) for p in paths), paths
+
+    tag = daemon_tag()
+    r = nano("run", "--rm", "--name", "fg", "--isolate", "bare", "--pids", "50", "--require-limits",
+             "hello@1.0", "--", "sh", "-c", f"setsid sleep {tag} &")
+    wait_for(lambda: not procs_running(tag), timeout=3, what="the daemon killed with its foreground run")
+    assert "fg" not in ps(nano), r
+
+
+def test_rm_reports_a_cgroup_it_cannot_remove(hello):
+    gate(cgroup_usable())
+    nano = hello
+    nano("run", "-d", "--name", "stuck", "--isolate", "bare", "--pids", "50", "--require-limits", "hello@1.0",
+         "--", "true")
+    wait_for(lambda: ps(nano)["stuck"]["state"] == "exited", what="exit")
+    paths = inspect(nano, "stuck")["limits"]["cgroup"]["paths"]
+    # A child cgroup keeps its parent from being removed (EBUSY), as processes would.
+    sub = os.path.join(paths[0], "sub")
+    os.mkdir(sub)
+    try:
+        r = nano("rm", "stuck", check=False)
+        assert r.returncode != 0, r
+        assert "cgroup" in r.stderr and "kept" in r.stderr, r
+        assert "stuck" in ps(nano), "the instance went with its cgroup left behind"
+    finally:
+        os.rmdir(sub)
+    nano("rm", "stuck")
+    assert not any(os.path.exists(p) for p in paths), paths
+
+
 def test_limits_refused_without_cgroup(hello):
     nano = hello
     env = {"NANO_CGROUP_V1_ROOT": "/nano-no-such-dir", "NANO_CGROUP_V2_ROOT": "/nano-no-such-dir"}

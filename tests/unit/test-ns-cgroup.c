@@ -186,6 +186,80 @@ static void test_v2_refusals(void **state)
         assert_string_equal(e.message, "no delegated cgroup is available for resource limits");
 }
 
+/* A child that sleeps until killed; its pid. */
+static pid_t sleeper(void)
+{
+        pid_t pid = fork();
+
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                for (;;)
+                        pause();
+        }
+        return pid;
+}
+
+static void assert_killed(pid_t pid)
+{
+        int status;
+
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFSIGNALED(status));
+        assert_int_equal(WTERMSIG(status), SIGKILL);
+}
+
+static void test_v2_kill_fake(void **state)
+{
+        _cleanup_(nano_cgroup_freep) NanoCgroup *cg = NULL;
+        NanoCgroupPlace place = {.version = NANO_CGROUP_V2};
+        char parent[PATH_MAX], child[PATH_MAX + 8], procs[64];
+        int fds[_NANO_CGROUP_CONTROLLER_MAX];
+        NanoError e = {};
+        pid_t pid;
+
+        PATHF(parent, "%s/v2-kill", tmpdir);
+        PATHF(child, "%s/inst", parent);
+        put(parent, "cgroup.controllers", "memory pids\n");
+        put(parent, "cgroup.subtree_control", "memory pids\n");
+        fake_v2_child(child);
+        snprintf(place.v2, sizeof place.v2, "%s", parent);
+        assert_int_equal(nano_cgroup_open(&place, "inst", &cg, &e), 0);
+        assert_int_equal(nano_cgroup_dir_fds(cg, fds), 1);
+        assert_int_equal(fds[0], nano_cgroup_fd(cg));
+        assert_int_equal(nano_cgroup_dir_fds(NULL, fds), 0);
+
+        /* Empty: nothing to do, at once. */
+        assert_int_equal(nano_cgroup_kill(cg, 1000, &e), 0);
+        assert_false(exists(child, "cgroup.kill"));
+
+        /* With cgroup.kill (Linux 5.14), one write kills them all; the kernel then empties
+         * cgroup.procs, which a fake tree does not: the deadline passes. */
+        put(child, "cgroup.kill", "");
+        put(child, "cgroup.procs", "1\n");
+        assert_int_equal(nano_cgroup_kill(cg, 30, &e), -EBUSY);
+        assert_string_equal(get(child, "cgroup.kill"), "1");
+        assert_non_null(strstr(e.message, "/inst' are still there 30 ms after SIGKILL"));
+        put(child, "cgroup.procs", "");
+        assert_int_equal(nano_cgroup_kill(cg, 30, &e), 0);
+        assert_int_equal(unlink(strcat(strcpy((char[PATH_MAX + 32]){0}, child), "/cgroup.kill")), 0);
+
+        /* Without: SIGKILL to each process listed (ourselves excepted), until none is. */
+        pid = sleeper();
+        snprintf(procs, sizeof procs, "%d\n%d\n", (int)getpid(), (int)pid);
+        put(child, "cgroup.procs", procs);
+        e = (NanoError){};
+        assert_int_equal(nano_cgroup_kill(cg, 30, &e), -EBUSY);
+        assert_int_equal(e.error, EBUSY);
+        assert_killed(pid);
+        put(child, "cgroup.procs", "");
+        assert_int_equal(nano_cgroup_kill_at(nano_cgroup_fd(cg), 30), 0);
+
+        /* A cgroup removed meanwhile has nothing in it. */
+        assert_int_equal(unlink(strcat(strcpy((char[PATH_MAX + 32]){0}, child), "/cgroup.procs")), 0);
+        assert_int_equal(nano_cgroup_kill(cg, 30, &e), 0);
+        put(child, "cgroup.procs", "");
+}
+
 static void fake_v1(const char *root, bool memsw)
 {
         char d[PATH_MAX];
@@ -271,6 +345,42 @@ static void test_v1_fake(void **state)
         assert_string_equal(get(d, "cgroup.procs"), "4321");
         PATHF(d, "%s/cpu/inst", root);
         assert_string_equal(get(d, "cgroup.procs"), "4321");
+}
+
+static void test_v1_kill_fake(void **state)
+{
+        _cleanup_(nano_cgroup_freep) NanoCgroup *cg = NULL;
+        _cleanup_free_ NanoCgroupPlace *place = calloc(1, sizeof *place);
+        char root[PATH_MAX], d[PATH_MAX + 16], procs[32];
+        int fds[_NANO_CGROUP_CONTROLLER_MAX];
+        NanoError e = {};
+        pid_t a, b;
+
+        PATHF(root, "%s/v1-kill", tmpdir);
+        fake_v1(root, false);
+        v1_place(place, root);
+        assert_int_equal(nano_cgroup_open(place, "inst", &cg, &e), 0);
+        assert_int_equal(nano_cgroup_dir_fds(cg, fds), 3);
+
+        /* A process in one hierarchy only is found too: each is read. */
+        a = sleeper();
+        b = sleeper();
+        PATHF(d, "%s/memory/inst", root);
+        snprintf(procs, sizeof procs, "%d", (int)a); /* no newline at the end */
+        put(d, "cgroup.procs", procs);
+        PATHF(d, "%s/cpu/inst", root);
+        snprintf(procs, sizeof procs, "%d\n", (int)b);
+        put(d, "cgroup.procs", procs);
+        assert_int_equal(nano_cgroup_kill(cg, 20, &e), -EBUSY);
+        assert_non_null(strstr(e.message, "/memory/inst' are still there")); /* the first one listing any */
+        assert_killed(a);
+        PATHF(d, "%s/memory/inst", root);
+        put(d, "cgroup.procs", "");
+        assert_int_equal(nano_cgroup_kill(cg, 20, &e), -EBUSY);
+        assert_killed(b);
+        PATHF(d, "%s/cpu/inst", root);
+        put(d, "cgroup.procs", "");
+        assert_int_equal(nano_cgroup_kill(cg, 20, &e), 0);
 }
 
 static void test_v1_partial(void **state)
@@ -396,6 +506,32 @@ static void test_real(void **state)
         if (l.pids_max)
                 assert_true(s.pids_max_events >= 1);
 
+        /* A process that left for a session of its own, with a child: both killed, and the cgroup
+         * is empty when nano_cgroup_kill() returns. */
+        assert_int_equal(pipe2(go, O_CLOEXEC), 0);
+        pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                char c;
+
+                close(go[1]);
+                (void)setsid();
+                /* In the cgroup from now on: its child too, if pids.max lets it fork. */
+                if (read(go[0], &c, 1) == 1 && fork() == 0)
+                        for (;;)
+                                pause();
+                for (;;)
+                        pause();
+        }
+        close(go[0]);
+        assert_int_equal(nano_cgroup_attach(cg, pid, &e), 0);
+        assert_int_equal(write(go[1], "x", 1), 1);
+        close(go[1]);
+        usleep(20000);
+        assert_true(nano_cgroup_kill(cg, 5000, &e) >= 1);
+        assert_killed(pid);
+        assert_int_equal(nano_cgroup_kill(cg, 5000, &e), 0);
+
         /* Empty now: the kernel may take a moment to notice the exit. */
         for (int i = 0; i < 100; i++) {
                 e = (NanoError){};
@@ -427,7 +563,9 @@ int main(void)
 #if HAVE_CGROUPS
                 cmocka_unit_test(test_v2_fake),
                 cmocka_unit_test(test_v2_refusals),
+                cmocka_unit_test(test_v2_kill_fake),
                 cmocka_unit_test(test_v1_fake),
+                cmocka_unit_test(test_v1_kill_fake),
                 cmocka_unit_test(test_v1_partial),
                 cmocka_unit_test(test_real),
 #else
