@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* `nano exec NAME -- CMD`: a command in a running instance, as its service runs: the same namespaces
- * (setns() through /proc/<pid>/ns/ files, opened while the pid is checked against its start time), the
- * same working directory, environment and hardening. Foreground, supervised like `nano run`. */
+/* `nano exec NAME -- CMD`: a command in a running instance, as its service runs: the same cgroup (its
+ * limits count it), the same namespaces (setns() through /proc/<pid>/ns/ files, opened while the pid
+ * is checked against its start time), the same working directory, environment and hardening.
+ * Foreground, supervised like `nano run`. */
 #include <fcntl.h>
 #include <json-c/json.h>
 #include <sched.h>
@@ -17,6 +18,7 @@
 typedef struct Exec {
         const RunPlan *plan;
         const NanoSeccompProgram *prog;
+        const NanoCgroup *cg; /* the instance's, or NULL: it has none */
         char **argv, **env;
         int user_fd, mnt_fd, pid_fd, net_fd;
 } Exec;
@@ -31,13 +33,19 @@ _Noreturn static void exec_child(const Exec *x, int report_fd)
 {
         const RunPlan *p = x->plan;
         PlanHarden h;
-        NanoError e = {};
+        NanoError e = {}, ce = {};
         sigset_t none;
 
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
         signal(SIGPIPE, SIG_DFL);
 
+        /* The cgroup first, before anything can fork, as the service does: its limits are the
+         * instance's, for whatever runs in it. */
+        if (x->cg && nano_cgroup_attach(x->cg, 0, &ce) < 0) {
+                nano_error_set(&e, ce.error, "cannot join the cgroup of '%s': %s", p->name, ce.message);
+                exec_fail(report_fd, STAGE_SETUP, &e);
+        }
         if (p->mode != NANO_ISOLATE_BARE) {
                 /* The user namespace first: it gives us the capabilities the others need. */
                 if (setns(x->user_fd, CLONE_NEWUSER) < 0) {
@@ -107,6 +115,7 @@ int nano_instance_exec(const char *home, const char *name, char **argv, char **e
                        NanoError *err)
 {
         _cleanup_free_ char *dir = NULL, *path = NULL, *text = NULL, *cache = NULL;
+        _cleanup_(nano_cgroup_freep) NanoCgroup *cg = NULL;
         NanoSeccompProgram prog = {};
         NanoInstanceInfo info = {};
         char **full_env = NULL;
@@ -139,7 +148,13 @@ int nano_instance_exec(const char *home, const char *name, char **argv, char **e
         if (k < 0)
                 return k;
 
-        if (p.mode != NANO_ISOLATE_BARE) {
+        if (p.cgroup) {
+                NanoError ce = {};
+                k = nano_cgroup_open(&p.place, p.cgroup_name, &cg, &ce);
+                if (k < 0)
+                        k = nano_error_set(err, -k, "cannot join the cgroup of '%s': %s", name, ce.message);
+        }
+        if (k >= 0 && p.mode != NANO_ISOLATE_BARE) {
                 k = open_ns(info.pid, "user", &x.user_fd, err);
                 if (k >= 0)
                         k = open_ns(info.pid, "mnt", &x.mnt_fd, err);
@@ -203,6 +218,7 @@ int nano_instance_exec(const char *home, const char *name, char **argv, char **e
 
                 x.plan = &p;
                 x.prog = &prog;
+                x.cg = cg;
                 x.argv = argv;
                 x.env = full_env;
                 k = supervisor_init(&s);

@@ -839,6 +839,41 @@ def test_rm_reports_a_cgroup_it_cannot_remove(hello):
     assert not any(os.path.exists(p) for p in paths), paths
 
 
+def test_exec_joins_the_cgroup(hello):
+    """`nano exec` runs in the instance's cgroup: its limits hold for what it starts."""
+    gate(cgroup_usable())
+    nano = hello
+    nano("run", "-d", "--name", "exq", "--isolate", "bare", "--pids", "5", "--memory", "32M",
+         "--require-limits", "hello@1.0", "--", "sleep", "300")
+    wait_for(lambda: ps(nano)["exq"]["state"] == "running", what="running")
+    paths = inspect(nano, "exq")["limits"]["cgroup"]["paths"]
+    name = os.path.basename(paths[0])
+    forks = ("import os, time\nkids = []\n"
+             "for i in range(8):\n"
+             "    try:\n        pid = os.fork()\n    except OSError:\n        break\n"
+             "    if pid == 0:\n        time.sleep(3)\n        os._exit(0)\n    kids.append(pid)\n"
+             "print(len(kids))\nprint(open('/proc/self/cgroup').read())\n"
+             "for k in kids: os.waitpid(k, 0)\n")
+    r = nano("exec", "exq", "--", "python3", "-c", forks)
+    lines = r.stdout.split("\n")
+    # the service and python are in the cgroup: at most 3 more under --pids 5
+    assert int(lines[0]) <= 3, r
+    for ctrl in ("pids", "memory"):
+        assert any(ctrl in l.split(":")[1].split(",") and l.endswith("/" + name) for l in lines[1:] if l), r
+    assert inspect(nano, "exq")["cgroup_now"]["pids_max_events"] >= 1
+
+    # An instance cgroup that cannot be joined is an error, not a command run outside it.
+    procs = os.path.join(paths[0], "cgroup.procs")
+    os.chmod(procs, 0o444)
+    try:
+        r = nano("exec", "exq", "--", "true", check=False)
+    finally:
+        os.chmod(procs, 0o644)
+    assert r.returncode == 125 and "cannot join the cgroup of 'exq'" in r.stderr, r
+    nano("stop", "-t", "1", "exq")
+    nano("rm", "exq")
+
+
 def test_limits_refused_without_cgroup(hello):
     nano = hello
     env = {"NANO_CGROUP_V1_ROOT": "/nano-no-such-dir", "NANO_CGROUP_V2_ROOT": "/nano-no-such-dir"}
