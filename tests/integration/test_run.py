@@ -3,6 +3,7 @@
 cgroups (where delegated: scripts/test.sh delegates v1 directories and sets NANO_CGROUP_V1_ROOT),
 unprivileged. Bounded: every wait has a deadline, every service is stopped or removed."""
 
+import contextlib
 import json
 import os
 import resource
@@ -149,16 +150,31 @@ def test_run_default_command_and_env(hello):
     assert r.stdout.splitlines()[1].startswith("hello 2.0 from "), r
 
 
+@contextlib.contextmanager
+def foreground(nano_bin, nano_home, *run_args, stderr=None):
+    """`nano run *run_args` in the foreground, its output on a pipe: yields the process; at the end
+    kills it if it still runs, and closes the pipes."""
+    p = subprocess.Popen([str(nano_bin), "run", *run_args],
+                         env=dict(os.environ, NANO_HOME=os.fspath(nano_home)), stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True)
+    try:
+        yield p
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        p.stdout.close()
+        if p.stderr:
+            p.stderr.close()
+
+
 def test_foreground_rm_makes_only_what_it_needs(hello, nano_bin, nano_home):
     """A foreground --rm instance shows in ps while it runs (spec.json holding its lock, one
     state.json, data/), has no logs/ (its output is the terminal's), reaches its release through
     the per-release link in cache/release/ in bare mode, and leaves nothing behind."""
     nano = hello
-    p = subprocess.Popen([str(nano_bin), "run", "--rm", "--name", "fg", "--isolate", "bare", "hello@1.0", "--",
-                          "sh", "-c", 'echo "$NANO_RELEASE|$PATH"; exec sleep 1000'],
-                         env=dict(os.environ, NANO_HOME=os.fspath(nano_home)), stdin=subprocess.DEVNULL,
-                         stdout=subprocess.PIPE, text=True, start_new_session=True)
-    try:
+    with foreground(nano_bin, nano_home, "--rm", "--name", "fg", "--isolate", "bare", "hello@1.0", "--",
+                    "sh", "-c", 'echo "$NANO_RELEASE|$PATH"; exec sleep 1000') as p:
         st = wait_for(lambda: (s := ps(nano).get("fg")) and s["state"] == "running" and s, what="running")
         assert st["monitor_alive"] and st["service_alive"] and st["monitor_pid"] == p.pid, st
         inst = nano_home / "instances" / "fg"
@@ -172,10 +188,6 @@ def test_foreground_rm_makes_only_what_it_needs(hello, nano_bin, nano_home):
         assert r.returncode != 0 and "running" in r.stderr, r
         p.send_signal(signal.SIGTERM)
         assert p.wait(timeout=20) == 128 + signal.SIGTERM
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
     assert "fg" not in ps(nano) and not (nano_home / "instances" / "fg").exists()
     assert not [f for f in os.listdir(nano_home / "instances") if not f.startswith(".")]
     assert link.is_symlink(), "the release link is kept for the next runs"
@@ -186,11 +198,8 @@ def test_foreground_rm_killed_leaves_its_instance(hello, nano_bin, nano_home):
     deleter, forked while the service runs, gets EOF and no trash name), `nano rm -f` removes it, and
     the name can be used again. Its output pipe closes when nano dies: the deleter holds none of it."""
     nano = hello
-    p = subprocess.Popen([str(nano_bin), "run", "--rm", "--name", "killed", "hello@1.0", "--",
-                          "sh", "-c", "echo up; exec sleep 1000"],
-                         env=dict(os.environ, NANO_HOME=os.fspath(nano_home)), stdin=subprocess.DEVNULL,
-                         stdout=subprocess.PIPE, text=True, start_new_session=True)
-    try:
+    with foreground(nano_bin, nano_home, "--rm", "--name", "killed", "hello@1.0", "--",
+                    "sh", "-c", "echo up; exec sleep 1000") as p:
         assert p.stdout.readline() == "up\n"
         st = wait_for(lambda: (s := ps(nano).get("killed")) and s["state"] == "running" and s, what="running")
         p.kill()
@@ -202,11 +211,6 @@ def test_foreground_rm_killed_leaves_its_instance(hello, nano_bin, nano_home):
         assert not [f for f in os.listdir(nano_home / "instances") if f.startswith(".trash-")]
         st = ps(nano)["killed"]
         assert st["state"] == "unknown" and not st["monitor_alive"] and st["service_alive"], st
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-        p.stdout.close()
     nano("rm", "-f", "killed")
     assert not (nano_home / "instances" / "killed").exists()
     assert nano("run", "--rm", "--name", "killed", "hello@1.0", "--", "true").returncode == 0
@@ -457,11 +461,8 @@ def test_pid_namespace_killed_run_is_not_alive(hello, ns_ok, nano_bin, nano_home
     the run without --pid (test_foreground_rm_killed_leaves_its_instance): its monitor is seen dead,
     its service alive, and `nano rm -f` ends the service and removes the instance."""
     nano = hello
-    p = subprocess.Popen([str(nano_bin), "run", "--pid", "--name", "pidkill", "hello@1.0", "--",
-                          "sh", "-c", "echo up; exec sleep 1000"],
-                         env=dict(os.environ, NANO_HOME=os.fspath(nano_home)), stdin=subprocess.DEVNULL,
-                         stdout=subprocess.PIPE, text=True, start_new_session=True)
-    try:
+    with foreground(nano_bin, nano_home, "--pid", "--name", "pidkill", "hello@1.0", "--",
+                    "sh", "-c", "echo up; exec sleep 1000") as p:
         assert p.stdout.readline() == "up\n"
         st = wait_for(lambda: (s := ps(nano).get("pidkill")) and s["state"] == "running" and s, what="running")
         init = st["pid"]
@@ -471,11 +472,6 @@ def test_pid_namespace_killed_run_is_not_alive(hello, ns_ok, nano_bin, nano_home
                       what="the killed nano run seen dead")
         assert st["state"] == "unknown" and st["service_alive"], st
         assert os.path.exists(f"/proc/{init}")
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-        p.stdout.close()
     nano("rm", "-f", "pidkill")
     assert not (nano_home / "instances" / "pidkill").exists()
     wait_for(lambda: not os.path.exists(f"/proc/{init}"), timeout=10, what="the namespace's init to end")
@@ -650,19 +646,12 @@ def test_rm_force_of_a_foreground_rm_instance(hello, nano_bin, nano_home):
     """`nano rm -f` of a running foreground --rm instance: the stop makes its owner remove it, which
     is what rm was asked for (exit 0), not an instance gone missing."""
     nano = hello
-    p = subprocess.Popen([str(nano_bin), "run", "--rm", "--name", "fgrm", "--isolate", "bare", "hello@1.0", "--",
-                          "sleep", "1000"],
-                         env=dict(os.environ, NANO_HOME=os.fspath(nano_home)), stdin=subprocess.DEVNULL,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
+    with foreground(nano_bin, nano_home, "--rm", "--name", "fgrm", "--isolate", "bare", "hello@1.0", "--",
+                    "sleep", "1000", stderr=subprocess.PIPE) as p:
         wait_for(lambda: (s := ps(nano).get("fgrm")) and s["state"] == "running", what="running")
         r = nano("rm", "-f", "fgrm", check=False)
         assert r.returncode == 0 and r.stderr == "", r
         assert p.wait(timeout=20) == 128 + signal.SIGTERM
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
     assert "fgrm" not in ps(nano) and not (nano_home / "instances" / "fgrm").exists()
 
 
